@@ -1,0 +1,241 @@
+"""Receiver side of fvcall: packets -> frames, newest packet wins.
+
+`receive` is cheap (parse, validate, keep the newest parameters) and runs on the network
+loop; `render` is the heavy part and may run on another thread: it applies a pending
+keyframe and renders the newest parameters, never a queue of stale ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from codec import keyframe, wire
+from codec.api import Decoder, Packet, Renderer
+from codec.encoder import unpack_keyframe
+from codec.params import POSE_SIZE, QuantSpec, dequantize
+from codec.profiles import make_renderer
+from codec.rate import RateMeter
+
+KEYFRAME_REQUEST_INTERVAL_S = 0.5  # ask again this often while no usable keyframe arrives
+NO_FACE_DIM = 0.6  # brightness of the held frame while the sender sees no face
+NO_FACE_FADE_S = 1.0  # seconds to fade to NO_FACE_DIM
+
+
+@dataclass
+class DecoderStats:
+    """What the decoder saw."""
+
+    packets: int = 0
+    """Messages received, valid or not."""
+    bad_packets: int = 0
+    """Messages rejected by the wire format."""
+    params: int = 0
+    """Valid PARAMS packets."""
+    stale: int = 0
+    """PARAMS older than (or equal to) one already held: reordered or duplicated."""
+    superseded: int = 0
+    """PARAMS replaced by a newer one before they were rendered (newest wins)."""
+    no_keyframe: int = 0
+    """PARAMS for a keyframe the receiver does not have."""
+    expected: int = 0
+    """PARAMS the sender sent so far, judged from the sequence numbers seen."""
+    rendered: int = 0
+    """Frames rendered."""
+    keyframes: int = 0
+    """Keyframes applied."""
+    keyframe_requests: int = 0
+    """Keyframe requests sent."""
+    rate: RateMeter = field(default_factory=RateMeter)
+    """Bytes received."""
+    render_ms: list[float] = field(default_factory=list)
+    """Per-frame render time."""
+    latency_ms: list[float] = field(default_factory=list)
+    """Capture-to-render time (valid where sender and receiver clocks agree)."""
+    last_error: str = ""
+    """The last rejected packet's reason."""
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """True when sequence number a comes after b (modulo 2**16)."""
+    return 0 < (a - b) % wire.SEQ_MODULO < wire.SEQ_MODULO // 2
+
+
+class FaceDecoder(Decoder):
+    def __init__(self, weights: Path | None = None,
+                 renderer_factory: Callable[[wire.Header], Renderer] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._factory = renderer_factory or (lambda h: make_renderer(h.profile, h.size, weights))
+        self._clock = clock
+        self.stats = DecoderStats()
+        self.header: wire.Header | None = None
+        self.renderer: Renderer | None = None
+        self.kf_id: int | None = None
+        """Keyframe in use by the renderer."""
+        self._quant = QuantSpec()
+        self._assembler = wire.KeyframeAssembler()
+        self._pending_kf: tuple[int, np.ndarray, bytes] | None = None
+        self._latest: wire.Params | None = None
+        self._latest_rendered = True
+        self._seq_first: int | None = None
+        self._seq_high: int | None = None
+        self._last_request = -1e9
+        self._no_face_since: float | None = None
+        self._frame: np.ndarray | None = None
+        self._lock = threading.Lock()
+        self.bye = False
+        """The sender ended the call."""
+        self.view = (0.0, 0.0, 0.0)
+        """Free view: (yaw, pitch, roll) degrees added to the sender's head rotation."""
+
+    # -- network side -------------------------------------------------------------------
+    def receive(self, data: bytes) -> list[Packet]:
+        self.stats.packets += 1
+        try:
+            msg = wire.decode(data)
+        except wire.WireError as exc:
+            self.stats.bad_packets += 1
+            self.stats.last_error = str(exc)
+            return []
+        self.stats.rate.add(len(data), isinstance(msg, wire.KeyframeChunk))
+        if isinstance(msg, wire.Header):
+            return self._on_header(msg)
+        if self.header is None:
+            return []  # nothing renders before the session header
+        if isinstance(msg, wire.KeyframeChunk):
+            return self._on_chunk(msg)
+        if isinstance(msg, wire.Params):
+            return self._on_params(msg)
+        if msg.code == wire.Control.BYE:
+            self.bye = True
+        return []
+
+    def _on_header(self, h: wire.Header) -> list[Packet]:
+        renderer = self._factory(h)  # raises ProfileError / missing weights: the caller reports it
+        with self._lock:
+            self.header, self.renderer, self._quant = h, renderer, QuantSpec.from_list(h.steps)
+            self.kf_id, self._pending_kf, self._latest, self._frame = None, None, None, None
+            self._seq_first, self._seq_high, self.stats.expected = None, None, 0
+            self._last_request = self._clock()  # the keyframe is on its way: give it time
+        return []
+
+    def _on_chunk(self, chunk: wire.KeyframeChunk) -> list[Packet]:
+        assert self.header is not None
+        payload = self._assembler.add(chunk)
+        if payload is None:
+            return []
+        try:
+            h264, aux = unpack_keyframe(payload)
+            image = keyframe.decode(h264, self.header.size)
+        except (wire.WireError, keyframe.KeyframeError) as exc:
+            self.stats.bad_packets += 1
+            self.stats.last_error = str(exc)
+            return self._request_keyframe(force=True)
+        with self._lock:
+            self._pending_kf = (chunk.kf_id, image, aux)
+        return [Packet(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_ACK, chunk.kf_id)), True)]
+
+    def _on_params(self, p: wire.Params) -> list[Packet]:
+        assert self.header is not None
+        if p.flags == wire.Flags.NONE and len(p.values) != POSE_SIZE + self.header.n_expr:
+            self.stats.bad_packets += 1
+            self.stats.last_error = f"params: {len(p.values)} values, header says {POSE_SIZE + self.header.n_expr}"
+            return []
+        self.stats.params += 1
+        self._count_sent(p.seq)
+        with self._lock:
+            known = p.kf_id == self.kf_id or (self._pending_kf is not None and p.kf_id == self._pending_kf[0])
+            if not known:
+                self.stats.no_keyframe += 1
+                if p.kf_id == self._assembler.in_progress:
+                    return []  # its keyframe is still arriving on the reliable channel
+                return self._request_keyframe()
+            if self._latest is not None and not seq_newer(p.seq, self._latest.seq):
+                self.stats.stale += 1
+                return []
+            if not self._latest_rendered:
+                self.stats.superseded += 1
+            self._latest, self._latest_rendered = p, False
+        return []
+
+    def _count_sent(self, seq: int) -> None:
+        if self._seq_first is None or self._seq_high is None:
+            self._seq_first = self._seq_high = seq
+        elif seq_newer(seq, self._seq_high):
+            self._seq_high = seq
+        elif seq_newer(self._seq_first, seq):
+            self._seq_first = seq  # a reordered packet sent before the first one seen
+        self.stats.expected = (self._seq_high - self._seq_first) % wire.SEQ_MODULO + 1
+
+    def _request_keyframe(self, force: bool = False) -> list[Packet]:
+        now = self._clock()
+        if not force and now - self._last_request < KEYFRAME_REQUEST_INTERVAL_S:
+            return []
+        self._last_request = now
+        self.stats.keyframe_requests += 1
+        have = -1 if self.kf_id is None else self.kf_id
+        return [Packet(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, have)), True)]
+
+    def poll(self) -> list[Packet]:
+        """Call now and then: asks again for a keyframe while none is usable."""
+        if self.header is not None and self.kf_id is None and self._pending_kf is None:
+            return self._request_keyframe()
+        return []
+
+    # -- render side --------------------------------------------------------------------
+    def set_view(self, yaw: float, pitch: float, roll: float) -> None:
+        """Change the free view; the next render() redraws the newest parameters with it."""
+        with self._lock:
+            self.view = (yaw, pitch, roll)
+            if self._latest is not None:
+                self._latest_rendered = False
+
+    def pending(self) -> bool:
+        """True when render() would show something new."""
+        return self._pending_kf is not None or not self._latest_rendered
+
+    @property
+    def latest_capture_ms(self) -> int | None:
+        return None if self._latest is None else self._latest.capture_ms
+
+    def render(self) -> np.ndarray | None:
+        with self._lock:
+            pending_kf, p = self._pending_kf, self._latest
+            self._pending_kf, self._latest_rendered = None, True
+            renderer, header, quant = self.renderer, self.header, self._quant
+        if renderer is None or header is None:
+            return self._frame
+        if pending_kf is not None:
+            kf_id, image, aux = pending_kf
+            try:
+                renderer.set_keyframe(image, aux)
+            except ValueError as exc:
+                self.stats.bad_packets += 1
+                self.stats.last_error = f"keyframe: {exc}"
+                return self._frame
+            self.kf_id, self._frame = kf_id, image
+            self.stats.keyframes += 1
+        if p is None or p.kf_id != self.kf_id:
+            return self._frame
+        t0 = time.perf_counter()
+        if p.flags & wire.Flags.NO_FACE:
+            self._no_face_since = self._no_face_since or self._clock()
+            if self._frame is not None:
+                fade = min(1.0, (self._clock() - self._no_face_since) / NO_FACE_FADE_S)
+                return (self._frame * (1 - fade * (1 - NO_FACE_DIM))).astype(np.uint8)
+            return None
+        self._no_face_since = None
+        params = dequantize(p.values, quant)
+        params.yaw, params.pitch, params.roll = (a + b for a, b in zip(
+            (params.yaw, params.pitch, params.roll), self.view, strict=True))
+        self._frame = renderer.render(params)
+        self.stats.render_ms.append((time.perf_counter() - t0) * 1000)
+        self.stats.rendered += 1
+        if header.epoch_ms:
+            self.stats.latency_ms.append(time.time() * 1000 - (header.epoch_ms + p.capture_ms))
+        return self._frame

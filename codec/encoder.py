@@ -1,0 +1,197 @@
+"""Sender side of fvcall: camera frames -> header, keyframes and parameter packets."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+from codec import keyframe, wire
+from codec.api import Encoder, Estimator, NoFaceError, Packet
+from codec.params import FrameParams, QuantSpec, in_range, quantize
+from codec.profiles import DEFAULT_PROFILE, make_estimator, model_id
+from codec.rate import RateMeter
+from models.face import CropBox, FaceDetector, crop
+
+DEFAULT_SIZE = 256
+DEFAULT_FPS = 25.0
+MAX_YAW_DEG = 35.0  # beyond this the keyframe's other cheek is missing: refresh
+MAX_PITCH_DEG = 25.0
+MAX_DRIFT = 0.18  # head centre moved this share of the crop: re-centre with a new keyframe
+MAX_LOG_SCALE = 0.25  # head grew or shrank by ~28%: re-crop
+KEYFRAME_MIN_INTERVAL_S = 0.5  # rate limit for requests and automatic refreshes
+FACE_BACK_FRAMES = 3  # a face must be seen this many frames in a row before a new keyframe
+
+
+@dataclass
+class EncoderStats:
+    """What the encoder did so far."""
+
+    frames: int = 0
+    """Frames given to encode()."""
+    params_sent: int = 0
+    """PARAMS packets with a face."""
+    no_face_frames: int = 0
+    """Frames without a usable face."""
+    keyframes: int = 0
+    """Keyframes sent."""
+    rate: RateMeter = field(default_factory=RateMeter)
+    """Bytes emitted."""
+    estimate_ms: list[float] = field(default_factory=list)
+    """Per-frame estimator time (crop + landmarks + fit)."""
+
+
+def pack_keyframe(h264: bytes, aux: bytes, box: CropBox) -> bytes:
+    return msgpack.packb({"h264": h264, "aux": aux, "box": box.to_list()}, use_bin_type=True)
+
+
+def unpack_keyframe(payload: bytes) -> tuple[bytes, bytes]:
+    """(h264, aux); raises wire.WireError when the payload is not a keyframe message."""
+    try:
+        m = msgpack.unpackb(payload, raw=False, max_bin_len=len(payload), max_map_len=8, max_array_len=8)
+    except Exception:
+        raise wire.WireError("malformed keyframe: not msgpack") from None
+    if not isinstance(m, dict) or not isinstance(m.get("h264"), bytes) or not isinstance(m.get("aux", b""), bytes):
+        raise wire.WireError("malformed keyframe: missing picture")
+    return m["h264"], m.get("aux", b"")
+
+
+class FaceEncoder(Encoder):
+    """Tracks the face, sends a keyframe when one is due, then one small packet per frame."""
+
+    def __init__(self, profile: str = DEFAULT_PROFILE, size: int = DEFAULT_SIZE, fps: float = DEFAULT_FPS,
+                 keyframe_crf: int = keyframe.DEFAULT_CRF, quant: QuantSpec | None = None,
+                 weights: Path | None = None, estimator: Estimator | None = None) -> None:
+        self.profile, self.size, self.fps = profile, size, fps
+        self.keyframe_crf = keyframe_crf
+        self.quant = quant or QuantSpec()
+        self.estimator = estimator or make_estimator(profile, size, weights)
+        self.model = model_id(profile, weights)
+        self.detector = FaceDetector()
+        self.stats = EncoderStats()
+        self.box: CropBox | None = None
+        self.kf_id = -1
+        self.acked_kf = -1
+        self.events: list[str] = []
+        """Human-readable events since the caller last cleared the list (face lost, keyframe...)."""
+        self._header_sent = False
+        self._keyframe_due = True
+        self._recenter = True
+        self._face_lost = False
+        self._face_run = 0
+        self._last_kf_time = -1e9
+        self._seq = 0
+        self.epoch_ms = int(time.time() * 1000)
+        self.last_crop: np.ndarray | None = None
+        """The crop of the last encoded frame (what the receiver should show)."""
+
+    def header(self) -> wire.Header:
+        return wire.Header(self.profile, self.size, self.fps, self.estimator.n_expr, self.quant.to_list(),
+                           self.model, self.epoch_ms)
+
+    def _emit(self, msg: wire.Message, reliable: bool, keyframe_msg: bool = False) -> Packet:
+        data = wire.encode(msg)
+        self.stats.rate.add(len(data), keyframe_msg)
+        return Packet(data, reliable)
+
+    def request_keyframe(self, recenter: bool = False) -> None:
+        self._keyframe_due = True
+        self._recenter = self._recenter or recenter
+
+    def restart(self) -> None:
+        """A new receiver (or a new connection): header and keyframe again."""
+        self._header_sent = False
+        self._last_kf_time = -1e9
+        self.request_keyframe()
+
+    def encode(self, frame: np.ndarray, capture_ms: int) -> list[Packet]:
+        self.stats.frames += 1
+        out: list[Packet] = []
+        if not self._header_sent:
+            out.append(self._emit(self.header(), reliable=True))
+            self._header_sent = True
+        t0 = time.perf_counter()
+        if self._recenter or self.box is None:
+            box = self.detector.find(frame)
+            if box is None:
+                return out + self._no_face(capture_ms)
+            self.box, self._recenter, self._keyframe_due = box, False, True
+        face = crop(frame, self.box, self.size)
+        self.last_crop = face
+        now = capture_ms / 1000.0  # capture time, not wall time: offline runs behave the same
+        if self._keyframe_due and now - self._last_kf_time >= KEYFRAME_MIN_INTERVAL_S:
+            try:
+                out += self._keyframe(face)
+            except NoFaceError:
+                self._recenter = True
+                return out + self._no_face(capture_ms)
+            self._last_kf_time = now
+        if self.kf_id < 0:
+            return out
+        params = self.estimator.estimate(face)
+        if params is None:
+            return out + self._no_face(capture_ms)
+        self.stats.estimate_ms.append((time.perf_counter() - t0) * 1000)
+        self._check_refresh(params)
+        if self._face_lost:
+            self._face_run += 1
+            if self._face_run < FACE_BACK_FRAMES:
+                return out + self._no_face(capture_ms, count=False)
+            self._face_lost = False
+            self.events.append("face back: refreshing the keyframe")
+            self.request_keyframe(recenter=True)
+        values = quantize(params, self.quant)
+        msg = wire.Params(self._seq, capture_ms, self.kf_id, wire.Flags.NONE, values)
+        self._seq = (self._seq + 1) % wire.SEQ_MODULO
+        self.stats.params_sent += 1
+        return out + [self._emit(msg, reliable=False)]
+
+    def _keyframe(self, face: np.ndarray) -> list[Packet]:
+        h264 = keyframe.encode(face, self.keyframe_crf)
+        decoded = keyframe.decode(h264, self.size)  # both sides work from the decoded picture
+        aux = self.estimator.set_keyframe(decoded)
+        self.kf_id = (self.kf_id + 1) % wire.KF_MODULO
+        self._keyframe_due = False
+        self._face_lost, self._face_run = False, 0  # the keyframe itself shows the face
+        self.stats.keyframes += 1
+        self.events.append(f"keyframe {self.kf_id}: {len(h264)} bytes")
+        chunks = wire.split_keyframe(self.kf_id, pack_keyframe(h264, aux, self.box or CropBox(0, 0, 0)))
+        return [self._emit(c, reliable=True, keyframe_msg=True) for c in chunks]
+
+    def _check_refresh(self, p: FrameParams) -> None:
+        if abs(p.yaw) > MAX_YAW_DEG or abs(p.pitch) > MAX_PITCH_DEG or not in_range(p, self.quant):
+            self.request_keyframe()
+        if np.hypot(p.tx, p.ty) > MAX_DRIFT or abs(p.log_scale) > MAX_LOG_SCALE:
+            self.request_keyframe(recenter=True)
+
+    def _no_face(self, capture_ms: int, count: bool = True) -> list[Packet]:
+        if count:
+            self.stats.no_face_frames += 1
+            self._face_run = 0
+        if not self._face_lost:
+            self._face_lost = True
+            self.events.append("no face in the picture: the receiver holds the last frame")
+        if self.kf_id < 0:
+            return []
+        msg = wire.Params(self._seq, capture_ms, self.kf_id, wire.Flags.NO_FACE, np.zeros(0, np.int8))
+        self._seq = (self._seq + 1) % wire.SEQ_MODULO
+        return [self._emit(msg, reliable=False)]
+
+    def receive(self, data: bytes) -> list[Packet]:
+        msg = wire.decode(data)
+        if isinstance(msg, wire.ControlMessage):
+            if msg.code == wire.Control.KEYFRAME_REQUEST:
+                self.request_keyframe()
+                self._last_kf_time = -1e9  # a receiver without a keyframe shows nothing: answer now
+            elif msg.code == wire.Control.KEYFRAME_ACK:
+                self.acked_kf = msg.arg
+        return []
+
+    def close(self) -> None:
+        self.detector.close()
+        close = getattr(self.estimator, "close", None)
+        if close:
+            close()

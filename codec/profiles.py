@@ -1,0 +1,52 @@
+"""Profiles: which estimator and renderer a session uses. Imported lazily: a receiver
+without MediaPipe can still render `mesh`, and torch networks load only for `fv2v`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from codec.api import Estimator, Renderer
+
+PROFILES = ("mesh", "fv2v")
+DEFAULT_PROFILE = "mesh"
+
+
+class ProfileError(RuntimeError):
+    """A profile that cannot run here (unknown, or its weights are missing)."""
+
+
+def _check(name: str) -> None:
+    if name not in PROFILES:
+        raise ProfileError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
+
+
+def make_estimator(name: str, size: int, weights: Path | None = None) -> Estimator:
+    _check(name)
+    if name == "mesh":
+        from models.mesh.estimator import MeshEstimator
+
+        return MeshEstimator(size)
+    return _fv2v().Fv2vEstimator(size, weights)
+
+
+def make_renderer(name: str, size: int, weights: Path | None = None) -> Renderer:
+    _check(name)
+    if name == "mesh":
+        from models.mesh.renderer import MeshRenderer
+
+        return MeshRenderer(size)
+    return _fv2v().Fv2vRenderer(size, weights)
+
+
+def model_id(name: str, weights: Path | None = None) -> str:
+    """What the session header says about the weights ('' for model-free profiles)."""
+    _check(name)
+    return "" if name == "mesh" else _fv2v().model_id(weights)
+
+
+def _fv2v():
+    try:
+        from models.fv2v import profile
+    except ImportError as exc:
+        raise ProfileError(f"profile 'fv2v' is not available in this build: {exc}") from None
+    return profile

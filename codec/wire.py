@@ -1,0 +1,262 @@
+"""The packet format: msgpack arrays whose first element packs (version << 4) | kind.
+
+    HEADER     [tv, {profile, size, fps, n_expr, steps, model}]   reliable channel
+    KEYFRAME   [tv, kf_id, index, count, chunk]                   reliable channel
+    PARAMS     [tv, seq, capture_ms, kf_id, flags, int8 values]   unordered, no retransmits
+    CONTROL    [tv, code, arg]                                    reliable channel
+
+A PARAMS packet is absolute (relative to keyframe kf_id only), so it decodes on its own:
+losing or reordering one never corrupts another frame. Everything that arrives is
+untrusted: `decode` checks type, version, lengths and ranges and raises WireError with
+one line that says what was wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+VERSION = 1
+MAX_PARAMS_BYTES = 256  # one PARAMS packet; a real one is ~30 bytes
+MAX_HEADER_BYTES = 4096
+KEYFRAME_CHUNK_BYTES = 16 * 1024  # below every SCTP implementation's message limit
+MAX_MESSAGE_BYTES = KEYFRAME_CHUNK_BYTES + 64  # any single message
+MAX_KEYFRAME_CHUNKS = 128  # 2 MiB per keyframe
+MAX_VALUES = 192  # pose + expression values in one PARAMS packet
+SEQ_MODULO = 1 << 16
+TIME_MODULO = 1 << 32
+KF_MODULO = 1 << 8
+
+
+class Kind(enum.IntEnum):
+    HEADER = 1
+    KEYFRAME = 2
+    PARAMS = 3
+    CONTROL = 4
+
+
+class Control(enum.IntEnum):
+    KEYFRAME_REQUEST = 1  # arg: the kf_id the receiver has (or -1)
+    KEYFRAME_ACK = 2  # arg: kf_id now in use at the receiver
+    BYE = 3  # arg: 0
+    FACE_LOST = 4  # arg: 1 lost, 0 back
+
+
+class Flags(enum.IntFlag):
+    NONE = 0
+    NO_FACE = 1  # no usable face in this frame: hold or fade, values are empty
+
+
+class WireError(ValueError):
+    """A packet that cannot be decoded; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """Session header: what the receiver needs before it can render anything."""
+
+    profile: str
+    """Estimator/renderer pair, e.g. 'mesh' or 'fv2v'."""
+    size: int
+    """Codec resolution in pixels (square crop)."""
+    fps: float
+    """Nominal frame rate of the parameter stream."""
+    n_expr: int
+    """Number of expression coefficients per PARAMS packet."""
+    steps: list[float]
+    """Quantization steps (see codec.params.QuantSpec)."""
+    model: str = ""
+    """Identifier of the weights the sender uses ('' for model-free profiles)."""
+    epoch_ms: int = 0
+    """Sender wall clock (Unix ms) at capture_ms = 0: latency where clocks agree."""
+
+
+@dataclass(frozen=True)
+class KeyframeChunk:
+    """One piece of a keyframe message (split to fit data-channel messages)."""
+
+    kf_id: int
+    """Keyframe number, modulo 256."""
+    index: int
+    """Chunk index, 0-based."""
+    count: int
+    """Number of chunks of this keyframe."""
+    data: bytes
+    """The chunk bytes."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """Quantized motion of one frame."""
+
+    seq: int
+    """Frame sequence number, modulo 2**16."""
+    capture_ms: int
+    """Sender capture time in ms since the session started, modulo 2**32."""
+    kf_id: int
+    """Keyframe the values are relative to."""
+    flags: Flags
+    """Frame flags (Flags)."""
+    values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    """int8 quantized values: pose then expression."""
+
+
+@dataclass(frozen=True)
+class ControlMessage:
+    """Control message on the reliable channel."""
+
+    code: Control
+    """What is asked or said."""
+    arg: int = 0
+    """Code-specific integer."""
+
+
+Message = Header | KeyframeChunk | Params | ControlMessage
+
+
+def _tv(kind: Kind) -> int:
+    return (VERSION << 4) | int(kind)
+
+
+def encode(msg: Message) -> bytes:
+    if isinstance(msg, Params):
+        values = np.asarray(msg.values, dtype=np.int8).tobytes()
+        body = [_tv(Kind.PARAMS), msg.seq % SEQ_MODULO, msg.capture_ms % TIME_MODULO,
+                msg.kf_id % KF_MODULO, int(msg.flags), values]
+    elif isinstance(msg, KeyframeChunk):
+        body = [_tv(Kind.KEYFRAME), msg.kf_id % KF_MODULO, msg.index, msg.count, msg.data]
+    elif isinstance(msg, ControlMessage):
+        body = [_tv(Kind.CONTROL), int(msg.code), int(msg.arg)]
+    elif isinstance(msg, Header):
+        body = [_tv(Kind.HEADER), {"profile": msg.profile, "size": msg.size, "fps": float(msg.fps),
+                                   "n_expr": msg.n_expr, "steps": [float(s) for s in msg.steps],
+                                   "model": msg.model, "epoch_ms": int(msg.epoch_ms)}]
+    else:
+        raise TypeError(f"cannot encode {type(msg).__name__}")
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def _int(value: object, name: str, lo: int, hi: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise WireError(f"malformed packet: {name} out of range")
+    return value
+
+
+def decode(data: bytes) -> Message:
+    """Parse one message; raises WireError on anything that is not a valid v1 message."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WireError("malformed packet: not binary")
+    if len(data) == 0:
+        raise WireError("malformed packet: empty")
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError(f"packet too large: {len(data)} bytes (limit {MAX_MESSAGE_BYTES})")
+    try:
+        body = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True,
+                               max_bin_len=MAX_MESSAGE_BYTES, max_str_len=256,
+                               max_array_len=64, max_map_len=16, max_ext_len=0)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise WireError(f"malformed packet: not msgpack ({type(exc).__name__})") from None
+    if not isinstance(body, list) or not body or not isinstance(body[0], int) or isinstance(body[0], bool):
+        raise WireError("malformed packet: no type tag")
+    tv = body[0]
+    version, kind = tv >> 4, tv & 0xF
+    if version != VERSION or tv < 0:
+        raise WireError(f"unsupported packet version {version} (this build speaks {VERSION})")
+    if kind == Kind.PARAMS:
+        return _decode_params(body, len(data))
+    if kind == Kind.KEYFRAME:
+        return _decode_chunk(body)
+    if kind == Kind.CONTROL:
+        return _decode_control(body)
+    if kind == Kind.HEADER:
+        return _decode_header(body, len(data))
+    raise WireError(f"malformed packet: unknown kind {kind}")
+
+
+def _decode_params(body: list, size: int) -> Params:
+    if size > MAX_PARAMS_BYTES:
+        raise WireError(f"packet too large: {size} bytes (limit {MAX_PARAMS_BYTES})")
+    if len(body) != 6:
+        raise WireError("malformed packet: params needs 6 fields")
+    seq = _int(body[1], "seq", 0, SEQ_MODULO - 1)
+    ts = _int(body[2], "capture time", 0, TIME_MODULO - 1)
+    kf = _int(body[3], "keyframe id", 0, KF_MODULO - 1)
+    flags = _int(body[4], "flags", 0, int(Flags.NO_FACE))
+    if not isinstance(body[5], bytes) or len(body[5]) > MAX_VALUES:
+        raise WireError("malformed packet: params values")
+    return Params(seq, ts, kf, Flags(flags), np.frombuffer(body[5], dtype=np.int8).copy())
+
+
+def _decode_chunk(body: list) -> KeyframeChunk:
+    if len(body) != 5:
+        raise WireError("malformed packet: keyframe needs 5 fields")
+    kf = _int(body[1], "keyframe id", 0, KF_MODULO - 1)
+    count = _int(body[3], "chunk count", 1, MAX_KEYFRAME_CHUNKS)
+    index = _int(body[2], "chunk index", 0, count - 1)
+    if not isinstance(body[4], bytes) or len(body[4]) > KEYFRAME_CHUNK_BYTES:
+        raise WireError("malformed packet: keyframe chunk")
+    return KeyframeChunk(kf, index, count, body[4])
+
+
+def _decode_control(body: list) -> ControlMessage:
+    if len(body) != 3:
+        raise WireError("malformed packet: control needs 3 fields")
+    code = _int(body[1], "control code", 1, max(Control))
+    return ControlMessage(Control(code), _int(body[2], "control argument", -1, 1 << 31))
+
+
+def _decode_header(body: list, size: int) -> Header:
+    if size > MAX_HEADER_BYTES:
+        raise WireError(f"packet too large: {size} bytes (limit {MAX_HEADER_BYTES})")
+    if len(body) != 2 or not isinstance(body[1], dict):
+        raise WireError("malformed packet: header needs a map")
+    h = body[1]
+    profile, model, fps, steps = h.get("profile"), h.get("model", ""), h.get("fps"), h.get("steps")
+    if not isinstance(profile, str) or not profile.isidentifier() or not isinstance(model, str):
+        raise WireError("malformed header: profile")
+    size_px = _int(h.get("size"), "size", 32, 2048)
+    n_expr = _int(h.get("n_expr"), "expression size", 0, MAX_VALUES - 6)
+    if not isinstance(fps, float | int) or isinstance(fps, bool) or not 0 < fps <= 240:
+        raise WireError("malformed header: fps")
+    if (not isinstance(steps, list) or len(steps) != 4
+            or not all(isinstance(s, float | int) and not isinstance(s, bool) and 0 < s < 1e3 for s in steps)):
+        raise WireError("malformed header: steps")
+    epoch = _int(h.get("epoch_ms", 0), "epoch", 0, 1 << 53)
+    return Header(profile, size_px, float(fps), n_expr, [float(s) for s in steps], model, epoch)
+
+
+def split_keyframe(kf_id: int, payload: bytes) -> list[KeyframeChunk]:
+    count = max(1, -(-len(payload) // KEYFRAME_CHUNK_BYTES))
+    if count > MAX_KEYFRAME_CHUNKS:
+        raise WireError(f"keyframe too large: {len(payload)} bytes")
+    return [KeyframeChunk(kf_id % KF_MODULO, i, count,
+                          payload[i * KEYFRAME_CHUNK_BYTES:(i + 1) * KEYFRAME_CHUNK_BYTES])
+            for i in range(count)]
+
+
+class KeyframeAssembler:
+    """Collects chunks; returns the payload once every chunk of the newest keyframe is in."""
+
+    def __init__(self) -> None:
+        self._kf_id: int | None = None
+        self._chunks: dict[int, bytes] = {}
+        self._count = 0
+
+    @property
+    def in_progress(self) -> int | None:
+        """kf_id of the keyframe being collected, if any."""
+        return self._kf_id
+
+    def add(self, chunk: KeyframeChunk) -> bytes | None:
+        if chunk.kf_id != self._kf_id or chunk.count != self._count:
+            # A new keyframe replaces a half-received one.
+            self._kf_id, self._count, self._chunks = chunk.kf_id, chunk.count, {}
+        self._chunks[chunk.index] = chunk.data
+        if len(self._chunks) < self._count:
+            return None
+        payload = b"".join(self._chunks[i] for i in range(self._count))
+        self._kf_id, self._chunks, self._count = None, {}, 0
+        return payload

@@ -1,0 +1,127 @@
+"""The WebRTC peer connection: two data channels over DTLS/SCTP (aiortc).
+
+"ctrl": reliable and ordered, for the header, keyframes and control messages.
+"params": unordered, no retransmits, for per-frame parameters (a late one is useless).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+CTRL_LABEL = "ctrl"
+PARAMS_LABEL = "params"
+CHANNEL_OPEN_TIMEOUT_S = 15.0
+PARAMS_MAX_BUFFERED_BYTES = 4096  # params queued beyond this are dropped, not delayed
+
+_original_host_addresses = aioice.ice.get_host_addresses
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def use_loopback_candidates(enabled: bool) -> None:
+    """Offer only 127.0.0.1 as ICE host candidate (aioice skips loopback by default).
+
+    Used when the signaling peer is on this machine: the call then never leaves loopback."""
+    aioice.ice.get_host_addresses = (
+        (lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []) if enabled else _original_host_addresses)
+
+
+def ice_configuration(urls: list[str]) -> RTCConfiguration:
+    """STUN/TURN servers from URLs like stun:host:port or turn:user:pass@host:port."""
+    servers = []
+    for url in urls:
+        scheme, _, rest = url.partition(":")
+        user = password = None
+        if "@" in rest and scheme in ("turn", "turns"):
+            cred, _, hostport = rest.rpartition("@")
+            user, _, password = cred.partition(":")
+            url = f"{scheme}:{hostport}"
+        servers.append(RTCIceServer(urls=url, username=user, credential=password))
+    return RTCConfiguration(iceServers=servers)
+
+
+class Connection:
+    """An RTCPeerConnection with fvcall's two channels."""
+
+    def __init__(self, ice_servers: list[str]) -> None:
+        self.pc = RTCPeerConnection(ice_configuration(ice_servers))
+        self.ctrl: RTCDataChannel | None = None
+        self.params: RTCDataChannel | None = None
+        self.closed = asyncio.Event()
+        self._open = asyncio.Event()
+
+        @self.pc.on("connectionstatechange")
+        async def _state() -> None:
+            if self.pc.connectionState in ("failed", "closed"):
+                self.closed.set()
+
+    def _watch(self, ch: RTCDataChannel) -> None:
+        ch.on("close", self.closed.set)
+        if ch.readyState == "open":
+            self._maybe_open()
+        else:
+            ch.on("open", self._maybe_open)
+
+    def _maybe_open(self) -> None:
+        if all(c is not None and c.readyState == "open" for c in (self.ctrl, self.params)):
+            self._open.set()
+
+    async def make_offer(self) -> str:
+        self.ctrl = self.pc.createDataChannel(CTRL_LABEL, ordered=True)
+        self.params = self.pc.createDataChannel(PARAMS_LABEL, ordered=False, maxRetransmits=0)
+        self._watch(self.ctrl)
+        self._watch(self.params)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        return self.pc.localDescription.sdp
+
+    async def accept(self, sdp: str, on_channel: Callable[[RTCDataChannel], None] | None = None) -> str:
+        @self.pc.on("datachannel")
+        def _channel(ch: RTCDataChannel) -> None:
+            if ch.label == CTRL_LABEL:
+                self.ctrl = ch
+            elif ch.label == PARAMS_LABEL:
+                self.params = ch
+            else:
+                ch.close()
+                return
+            if on_channel:
+                on_channel(ch)
+            self._watch(ch)
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        return self.pc.localDescription.sdp
+
+    async def finish_offer(self, answer_sdp: str) -> None:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+
+    async def wait_open(self, timeout: float = CHANNEL_OPEN_TIMEOUT_S) -> None:
+        try:
+            await asyncio.wait_for(self._open.wait(), timeout)
+        except TimeoutError:
+            raise ConnectionError(f"data channels did not open within {timeout:.0f} s "
+                                  "(a firewall, or no ICE route: try --ice-server)") from None
+
+    def send(self, data: bytes, reliable: bool) -> bool:
+        """Queue one message; False when it was dropped (channel closed or params congested)."""
+        ch = self.ctrl if reliable else self.params
+        if ch is None or ch.readyState != "open":
+            return False
+        if not reliable and ch.bufferedAmount > PARAMS_MAX_BUFFERED_BYTES:
+            return False
+        ch.send(data)
+        return True
+
+    async def close(self) -> None:
+        await self.pc.close()
+        self.closed.set()

@@ -1,0 +1,163 @@
+"""`fvcall send`: frames from a source, through the encoder, over WebRTC to a receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codec import wire
+from codec.encoder import FaceEncoder
+from peer import signaling
+from peer.connection import Connection, is_loopback, use_loopback_candidates
+from peer.sources import FrameSource
+from peer.stats import StatusLine, sender_summary
+
+BYE_FLUSH_S = 1.0  # wait this long for queued reliable messages before closing
+RECONNECT_ATTEMPTS = 5
+
+
+@dataclass
+class SendOptions:
+    """How to reach the receiver."""
+
+    peer: signaling.Endpoint
+    """Receiver's signaling address."""
+    token: str | None = None
+    """Shared secret, if the receiver wants one."""
+    ice_servers: list[str] = field(default_factory=list)
+    """STUN/TURN URLs."""
+    max_frames: int | None = None
+    """Stop after this many frames."""
+    connect_timeout_s: float = 30.0
+    """How long to retry reaching the receiver."""
+    reconnect: bool = True
+    """Set the call up again after a network drop."""
+    status: bool = True
+    """Print the live status line."""
+
+
+class CallEnded(Exception):
+    """The receiver said bye."""
+
+
+async def _establish(opts: SendOptions, on_ctrl: Callable[[bytes], None]) -> Connection:
+    use_loopback_candidates(is_loopback(opts.peer.host))
+    chan = await signaling.connect(opts.peer, opts.connect_timeout_s)
+    conn = Connection(opts.ice_servers)
+    try:
+        sdp = await conn.make_offer()
+        answer = await signaling.offer(chan, sdp, opts.token)
+        await conn.finish_offer(answer)
+    except BaseException:
+        await conn.close()
+        raise
+    finally:
+        await chan.close()
+    assert conn.ctrl is not None
+    conn.ctrl.on("message", lambda m: on_ctrl(m) if isinstance(m, bytes) else None)
+    await conn.wait_open()
+    return conn
+
+
+async def run_sender(source: FrameSource, encoder: FaceEncoder, opts: SendOptions,
+                     on_frame: Callable[[int, np.ndarray | None], None] | None = None) -> dict:
+    """Run one call until the source ends (or max_frames); returns the summary."""
+    loop = asyncio.get_running_loop()
+    status = StatusLine("send", opts.status)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="fvcall-encode")
+    control: list[bytes] = []
+    bye = asyncio.Event()
+
+    def on_ctrl(data: bytes) -> None:
+        try:
+            msg = wire.decode(data)
+        except wire.WireError:
+            return
+        if isinstance(msg, wire.ControlMessage) and msg.code == wire.Control.BYE:
+            bye.set()
+        else:
+            control.append(data)  # applied on the encoder thread, between frames
+
+    def encode(frame: np.ndarray, ms: int) -> list:
+        while control:
+            encoder.receive(control.pop(0))
+        return encoder.encode(frame, ms)
+
+    conn = await _establish(opts, on_ctrl)
+    status.message(f"connected to {opts.peer}")
+    t0 = time.monotonic()
+    encoder.epoch_ms = int(time.time() * 1000)  # capture_ms counts from here: latency needs both ends
+    frames_sent = 0
+    period = 1.0 / source.fps
+    next_t = t0
+    try:
+        while not bye.is_set():
+            if opts.max_frames is not None and encoder.stats.frames >= opts.max_frames:
+                break
+            frame = await loop.run_in_executor(pool, source.read)
+            if frame is None:
+                break
+            capture_ms = int((time.monotonic() - t0) * 1000)
+            packets = await loop.run_in_executor(pool, encode, frame, capture_ms)
+            if conn.closed.is_set():
+                if not opts.reconnect:
+                    status.message("the connection dropped")
+                    break
+                conn = await _reconnect(opts, on_ctrl, encoder, status)
+                continue
+            for p in packets:
+                frames_sent += conn.send(p.data, p.reliable) and not p.reliable
+            if on_frame:
+                on_frame(capture_ms, encoder.last_crop)
+            for event in encoder.events:
+                status.message(event)
+            encoder.events.clear()
+            status.update(encoder.stats.frames, encoder.stats.rate, _extra(encoder))
+            next_t += period
+            await asyncio.sleep(max(0.0, next_t - time.monotonic()))
+            if next_t < time.monotonic() - 1.0:
+                next_t = time.monotonic()  # far behind (slow machine): do not burst to catch up
+        if bye.is_set():
+            status.message("the receiver ended the call")
+        else:
+            conn.send(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), reliable=True)
+            await _flush(conn)
+    finally:
+        await conn.close()
+        pool.shutdown(wait=False)
+    duration = time.monotonic() - t0
+    return sender_summary(encoder.stats, duration, frames_sent)
+
+
+def _extra(encoder: FaceEncoder) -> str:
+    ms = encoder.stats.estimate_ms[-25:]
+    return f" | estimate {np.median(ms):5.1f} ms" if ms else ""
+
+
+async def _flush(conn: Connection) -> None:
+    deadline = time.monotonic() + BYE_FLUSH_S
+    while conn.ctrl is not None and conn.ctrl.bufferedAmount > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)  # let SCTP put the last message on the wire
+
+
+async def _reconnect(opts: SendOptions, on_ctrl: Callable[[bytes], None], encoder: FaceEncoder,
+                     status: StatusLine) -> Connection:
+    status.message("connection lost: calling again")
+    last: Exception | None = None
+    for _ in range(RECONNECT_ATTEMPTS):
+        try:
+            conn = await _establish(opts, on_ctrl)
+        except (signaling.SignalingError, ConnectionError) as exc:
+            last = exc
+            await asyncio.sleep(1.0)
+            continue
+        encoder.restart()
+        status.message("reconnected: new keyframe")
+        return conn
+    raise ConnectionError(f"could not reconnect: {last}")

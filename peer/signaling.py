@@ -1,0 +1,163 @@
+"""Signaling over TCP with explicit roles: the receiver listens, the sender connects (and retries).
+
+One JSON object per line, each at most MAX_LINE_BYTES. The listener speaks first:
+
+    recv -> send  {"type": "hello", "version": 1, "nonce": HEX, "auth": bool}
+    send -> recv  {"type": "auth", "mac": HMAC-SHA256(token, "fvcall" + nonce) HEX}   (when auth)
+    send -> recv  {"type": "offer", "sdp": ...}
+    recv -> send  {"type": "answer", "sdp": ...}   or   {"type": "error", "reason": ...}
+
+The token never travels; the MAC is compared in constant time. A listener that is busy
+with a call, or gets a bad line, answers with an error and closes that connection only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+MAX_LINE_BYTES = 64 * 1024  # an SDP with candidates is ~2-5 KB
+HANDSHAKE_TIMEOUT_S = 10.0
+CONNECT_RETRY_S = 0.5
+DEFAULT_PORT = 8765
+TOKEN_ENV = "FVCALL_TOKEN"
+
+
+class SignalingError(RuntimeError):
+    """The other side is not a well-behaved fvcall peer; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where signaling listens or connects."""
+
+    host: str
+    """Host name or address."""
+    port: int
+    """TCP port."""
+
+    @classmethod
+    def parse(cls, text: str, default_host: str = "0.0.0.0") -> Endpoint:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            host, port = text, str(DEFAULT_PORT)
+        host = host.strip("[]") or default_host
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad port in {text!r}: expected HOST:PORT")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def token_from_env(token: str | None) -> str | None:
+    return token if token else (os.environ.get(TOKEN_ENV) or None)
+
+
+def _mac(token: str, nonce: str) -> str:
+    return hmac.new(token.encode(), ("fvcall" + nonce).encode(), hashlib.sha256).hexdigest()
+
+
+class Channel:
+    """Line-delimited JSON over one TCP connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @property
+    def peer_host(self) -> str:
+        info = self.writer.get_extra_info("peername")
+        return str(info[0]) if info else ""
+
+    async def send(self, msg: dict) -> None:
+        data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        if len(data) > MAX_LINE_BYTES:
+            raise SignalingError(f"signaling message too large ({len(data)} bytes)")
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def recv(self, expect: str, timeout: float = HANDSHAKE_TIMEOUT_S) -> dict:
+        try:
+            line = await asyncio.wait_for(self.reader.readuntil(b"\n"), timeout)
+        except asyncio.LimitOverrunError:
+            raise SignalingError("signaling message too large") from None
+        except asyncio.IncompleteReadError:
+            raise SignalingError("the other side closed the signaling connection") from None
+        except TimeoutError:
+            raise SignalingError(f"no {expect!r} message within {timeout:.0f} s") from None
+        except ConnectionError as exc:
+            raise SignalingError(f"signaling connection lost: {exc}") from None
+        try:
+            msg = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            raise SignalingError("malformed signaling message: not JSON") from None
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            raise SignalingError("malformed signaling message: no type")
+        if msg["type"] == "error":
+            raise SignalingError(f"refused by the receiver: {str(msg.get('reason', ''))[:200]}")
+        if msg["type"] != expect:
+            raise SignalingError(f"expected {expect!r}, got {msg['type'][:40]!r}")
+        return msg
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+def _sdp(msg: dict) -> str:
+    sdp = msg.get("sdp")
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise SignalingError("malformed signaling message: bad SDP")
+    return sdp
+
+
+async def accept_offer(chan: Channel, token: str | None) -> str:
+    """Listener side of the handshake up to the offer; returns the offer SDP."""
+    nonce = secrets.token_hex(16)
+    await chan.send({"type": "hello", "version": PROTOCOL_VERSION, "nonce": nonce, "auth": token is not None})
+    if token is not None:
+        msg = await chan.recv("auth")
+        mac = msg.get("mac")
+        if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), _mac(token, nonce).encode()):
+            await chan.send({"type": "error", "reason": "authentication failed"})
+            raise SignalingError("a caller failed authentication")
+    return _sdp(await chan.recv("offer"))
+
+
+async def connect(endpoint: Endpoint, timeout: float) -> Channel:
+    """Connect to a listener, retrying until it is up or timeout seconds pass."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, limit=MAX_LINE_BYTES)
+            return Channel(reader, writer)
+        except OSError as exc:
+            if loop.time() >= deadline:
+                raise SignalingError(f"cannot reach a receiver at {endpoint}: {exc.strerror or exc}") from None
+            await asyncio.sleep(CONNECT_RETRY_S)
+
+
+async def offer(chan: Channel, sdp: str, token: str | None) -> str:
+    """Caller side: hello, auth, offer; returns the answer SDP."""
+    hello = await chan.recv("hello")
+    if hello.get("version") != PROTOCOL_VERSION:
+        raise SignalingError(f"receiver speaks signaling version {hello.get('version')!r}, this is {PROTOCOL_VERSION}")
+    if hello.get("auth"):
+        nonce = hello.get("nonce")
+        if token is None:
+            raise SignalingError(f"the receiver needs a token: pass --token or set {TOKEN_ENV}")
+        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
+            raise SignalingError("malformed signaling message: bad nonce")
+        await chan.send({"type": "auth", "mac": _mac(token, nonce)})
+    await chan.send({"type": "offer", "sdp": sdp})
+    return _sdp(await chan.recv("answer", timeout=HANDSHAKE_TIMEOUT_S * 3))

@@ -1,0 +1,166 @@
+"""Encoder and decoder together, in memory: real faces, no-face stretches, loss, reordering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import read_frames
+
+from codec import keyframe, loopback, wire
+from codec.decoder import FaceDecoder
+from codec.encoder import FaceEncoder, pack_keyframe
+from codec.params import FrameParams, QuantSpec, dequantize
+from models.face import CropBox
+
+SIZE = 64
+
+
+class RecordingRenderer:
+    """Stands in for a profile renderer: remembers what it was asked to draw."""
+
+    def __init__(self) -> None:
+        self.keyframes: list[bytes] = []
+        self.rendered: list[FrameParams] = []
+
+    def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
+        if aux == b"bad":
+            raise ValueError("bad aux")
+        self.keyframes.append(aux)
+
+    def render(self, params: FrameParams) -> np.ndarray:
+        self.rendered.append(params)
+        return np.full((SIZE, SIZE, 3), len(self.rendered) % 256, np.uint8)
+
+
+def _session(n_expr: int = 2) -> tuple[FaceDecoder, RecordingRenderer, list[bytes]]:
+    renderer = RecordingRenderer()
+    dec = FaceDecoder(renderer_factory=lambda h: renderer)
+    img = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    kf = pack_keyframe(keyframe.encode(img), b"aux", CropBox(0, 0, SIZE))
+    msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, n_expr, QuantSpec().to_list()))]
+    msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
+    return dec, renderer, msgs
+
+
+def _params(seq: int, kf: int = 0, n: int = 8, flags: wire.Flags = wire.Flags.NONE) -> bytes:
+    values = np.full(n if flags == wire.Flags.NONE else 0, seq % 100, np.int8)
+    return wire.encode(wire.Params(seq, seq * 40, kf, flags, values))
+
+
+def test_keyframe_is_acknowledged_and_params_render() -> None:
+    dec, renderer, msgs = _session()
+    replies = [r for m in msgs for r in dec.receive(m)]
+    assert [wire.decode(r.data) for r in replies] == [wire.ControlMessage(wire.Control.KEYFRAME_ACK, 0)]
+    dec.receive(_params(1))
+    assert dec.render() is not None and renderer.keyframes == [b"aux"] and len(renderer.rendered) == 1
+    expected = dequantize(np.full(8, 1, np.int8), QuantSpec())
+    assert np.allclose(renderer.rendered[0].vector(), expected.vector())
+
+
+def test_params_for_unknown_keyframe_ask_for_one_rate_limited() -> None:
+    now = [100.0]
+    dec, _, msgs = _session()
+    dec._clock = lambda: now[0]
+    dec.receive(msgs[0])  # header only: the keyframe is lost
+    now[0] += 1.0
+    first = dec.receive(_params(1))
+    assert [wire.decode(r.data) for r in first] == [wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, -1)]
+    assert dec.receive(_params(2)) == []  # within the request interval
+    now[0] += 0.6
+    assert len(dec.receive(_params(3))) == 1
+    assert dec.render() is None  # nothing to show, and no garbage either
+
+
+def test_newest_wins_and_stale_or_duplicate_are_dropped() -> None:
+    dec, renderer, msgs = _session()
+    for m in msgs:
+        dec.receive(m)
+    for seq in (5, 3, 5, 7, 6):  # 3, the second 5 and 6 arrive late
+        dec.receive(_params(seq))
+    dec.render()
+    assert dec.stats.stale == 3 and dec.stats.superseded == 1
+    assert len(renderer.rendered) == 1 and renderer.rendered[0].yaw == pytest.approx(7 * 0.5)
+    assert dec.stats.expected == 5  # seqs 3..7
+
+
+def test_sequence_wraps() -> None:
+    dec, renderer, msgs = _session()
+    for m in msgs:
+        dec.receive(m)
+    for seq in (65534, 65535, 0, 1):
+        dec.receive(_params(seq))
+        dec.render()
+    assert len(renderer.rendered) == 4 and dec.stats.stale == 0
+
+
+def test_no_face_holds_and_dims_the_last_frame() -> None:
+    now = [0.0]
+    dec, _, msgs = _session()
+    dec._clock = lambda: now[0]
+    for m in msgs:
+        dec.receive(m)
+    dec.receive(_params(1))
+    shown = dec.render()
+    assert shown is not None
+    dec.receive(_params(2, flags=wire.Flags.NO_FACE))
+    now[0] += 5.0
+    dec.receive(_params(3, flags=wire.Flags.NO_FACE))
+    dimmed = dec.render()
+    assert dimmed is not None and dimmed.mean() == pytest.approx(shown.mean() * 0.6, abs=1)
+
+
+def test_wrong_value_count_and_garbage_never_raise() -> None:
+    dec, renderer, msgs = _session()
+    for m in msgs:
+        dec.receive(m)
+    dec.receive(_params(1, n=3))
+    rng = np.random.default_rng(2)
+    for _ in range(2000):
+        dec.receive(bytes(rng.integers(0, 256, int(rng.integers(0, 80)), dtype=np.uint8)))
+    assert dec.stats.bad_packets >= 1 and dec.stats.last_error
+    assert renderer.rendered == []
+
+
+def test_corrupt_keyframe_is_rejected_and_requested_again() -> None:
+    dec, _, msgs = _session()
+    dec.receive(msgs[0])
+    bad = pack_keyframe(b"\x00\x00\x00\x01garbage", b"", CropBox(0, 0, SIZE))
+    replies = [r for c in wire.split_keyframe(0, bad) for r in dec.receive(wire.encode(c))]
+    assert [wire.decode(r.data).code for r in replies] == [wire.Control.KEYFRAME_REQUEST]
+    assert dec.stats.bad_packets == 1 and "keyframe does not decode" in dec.stats.last_error
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255 ** 2 / max(np.mean((a.astype(float) - b) ** 2), 1e-10)))
+
+
+def test_real_clip_in_memory_small_packets() -> None:
+    frames = read_frames("DPE/s.mp4", 40)
+    enc, dec = FaceEncoder(fps=25), FaceDecoder()
+    out = list(loopback.run(frames, enc, dec, 25))
+    assert enc.stats.keyframes == 1 and dec.stats.rendered == 40
+    params_bytes = [o.payload_bytes for o in out[1:]]
+    assert max(params_bytes) < 40
+    assert all(o.output is not None and o.output.shape == (256, 256, 3) for o in out)
+    assert _psnr(out[-1].output, enc.last_crop) > 20
+    enc.close()
+
+
+def test_stretch_without_face_is_reported_and_call_continues() -> None:
+    faces = read_frames("DPE/s.mp4", 30)
+    blank = [np.full_like(faces[0], 128)] * 12
+    frames = faces[:12] + blank + faces[12:]
+    enc, dec = FaceEncoder(fps=25), FaceDecoder()
+    events: list[str] = []
+    rendered_before = 0
+    for r in loopback.run(frames, enc, dec, 25):
+        events += enc.events
+        enc.events.clear()
+        if r.index == 11:
+            rendered_before = dec.stats.rendered
+        assert r.output is not None and r.output.shape == (256, 256, 3)
+    assert any("no face in the picture" in e for e in events)
+    assert any("face back" in e for e in events)
+    assert enc.stats.no_face_frames >= 12 and enc.stats.keyframes == 2
+    assert dec.stats.rendered > rendered_before + 10  # rendering resumed after the stretch
+    enc.close()
