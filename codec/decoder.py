@@ -17,7 +17,7 @@ import numpy as np
 
 from codec import keyframe, wire
 from codec.api import Decoder, Packet, Renderer
-from codec.encoder import unpack_keyframe
+from codec.encoder import append_capped, unpack_keyframe
 from codec.params import POSE_SIZE, QuantSpec, dequantize
 from codec.profiles import make_renderer
 from codec.rate import RateMeter
@@ -34,7 +34,9 @@ class DecoderStats:
     packets: int = 0
     """Messages received, valid or not."""
     bad_packets: int = 0
-    """Messages rejected by the wire format."""
+    """Messages rejected by the wire format (oversize ones included)."""
+    oversize: int = 0
+    """Messages above wire.MAX_MESSAGE_BYTES, dropped unread."""
     params: int = 0
     """Valid PARAMS packets."""
     stale: int = 0
@@ -54,9 +56,9 @@ class DecoderStats:
     rate: RateMeter = field(default_factory=RateMeter)
     """Bytes received."""
     render_ms: list[float] = field(default_factory=list)
-    """Per-frame render time."""
+    """Per-frame render time (the last MAX_TIMING_SAMPLES or fewer)."""
     latency_ms: list[float] = field(default_factory=list)
-    """Capture-to-render time (valid where sender and receiver clocks agree)."""
+    """Capture-to-render time (valid where sender and receiver clocks agree; recent samples only)."""
     last_error: str = ""
     """The last rejected packet's reason."""
 
@@ -64,6 +66,11 @@ class DecoderStats:
 def seq_newer(a: int, b: int) -> bool:
     """True when sequence number a comes after b (modulo 2**16)."""
     return 0 < (a - b) % wire.SEQ_MODULO < wire.SEQ_MODULO // 2
+
+
+def kf_older(a: int, b: int) -> bool:
+    """True when keyframe id a was sent before b (modulo 256)."""
+    return 0 < (b - a) % wire.KF_MODULO < wire.KF_MODULO // 2
 
 
 class FaceDecoder(Decoder):
@@ -90,12 +97,21 @@ class FaceDecoder(Decoder):
         self._lock = threading.Lock()
         self.bye = False
         """The sender ended the call."""
+        self.error: str | None = None
+        """Why this call cannot be rendered here (the header's profile does not run); None while fine."""
+        self.face_lost = False
+        """The sender says it sees no usable face (Control.FACE_LOST): hold and fade."""
         self.view = (0.0, 0.0, 0.0)
         """Free view: (yaw, pitch, roll) degrees added to the sender's head rotation."""
 
     # -- network side -------------------------------------------------------------------
     def receive(self, data: bytes) -> list[Packet]:
         self.stats.packets += 1
+        if len(data) > wire.MAX_MESSAGE_BYTES:
+            self.stats.oversize += 1
+            self.stats.bad_packets += 1
+            self.stats.last_error = f"packet too large: {len(data)} bytes (limit {wire.MAX_MESSAGE_BYTES})"
+            return []
         try:
             msg = wire.decode(data)
         except wire.WireError as exc:
@@ -106,17 +122,34 @@ class FaceDecoder(Decoder):
         if isinstance(msg, wire.Header):
             return self._on_header(msg)
         if self.header is None:
-            return []  # nothing renders before the session header
+            # Nothing renders before the session header. Parameters without one mean this side
+            # started (or restarted) mid-call: ask for everything again.
+            return self._request_keyframe() if isinstance(msg, wire.Params) and self.error is None else []
         if isinstance(msg, wire.KeyframeChunk):
             return self._on_chunk(msg)
         if isinstance(msg, wire.Params):
             return self._on_params(msg)
         if msg.code == wire.Control.BYE:
             self.bye = True
+        elif msg.code == wire.Control.FACE_LOST:
+            with self._lock:
+                self.face_lost = msg.arg != 0
+                if self._frame is not None:
+                    self._latest_rendered = False  # show the hold (or the face) now
         return []
 
     def _on_header(self, h: wire.Header) -> list[Packet]:
-        renderer = self._factory(h)  # raises ProfileError / missing weights: the caller reports it
+        if h == self.header:
+            self._last_request = self._clock()  # a repeated header (answering our request): the keyframe follows
+            return []
+        try:
+            renderer = self._factory(h)
+        except Exception as exc:  # profile code: whatever stops it from building means this call cannot render
+            self.error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+            self.stats.bad_packets += 1
+            self.stats.last_error = self.error
+            return [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
+        self.error = None
         with self._lock:
             self.header, self.renderer, self._quant = h, renderer, QuantSpec.from_list(h.steps)
             self.kf_id, self._pending_kf, self._latest, self._frame = None, None, None, None
@@ -149,7 +182,11 @@ class FaceDecoder(Decoder):
         self.stats.params += 1
         self._count_sent(p.seq)
         with self._lock:
-            known = p.kf_id == self.kf_id or (self._pending_kf is not None and p.kf_id == self._pending_kf[0])
+            newest = self._pending_kf[0] if self._pending_kf is not None else self.kf_id
+            known = p.kf_id == self.kf_id or p.kf_id == newest
+            if not known and newest is not None and kf_older(p.kf_id, newest):
+                self.stats.stale += 1  # sent before the keyframe we have: late, not a reason to ask again
+                return []
             if not known:
                 self.stats.no_keyframe += 1
                 if p.kf_id == self._assembler.in_progress:
@@ -199,6 +236,12 @@ class FaceDecoder(Decoder):
         """True when render() would show something new."""
         return self._pending_kf is not None or not self._latest_rendered
 
+    def fading(self) -> bool:
+        """True while the no-face fade is under way: render() now and then to animate it."""
+        p, since = self._latest, self._no_face_since
+        no_face = self.face_lost or (p is not None and bool(p.flags & wire.Flags.NO_FACE))
+        return no_face and since is not None and self._clock() - since < NO_FACE_FADE_S
+
     @property
     def latest_capture_ms(self) -> int | None:
         return None if self._latest is None else self._latest.capture_ms
@@ -223,7 +266,7 @@ class FaceDecoder(Decoder):
         if p is None or p.kf_id != self.kf_id:
             return self._frame
         t0 = time.perf_counter()
-        if p.flags & wire.Flags.NO_FACE:
+        if p.flags & wire.Flags.NO_FACE or self.face_lost:
             self._no_face_since = self._no_face_since or self._clock()
             if self._frame is not None:
                 fade = min(1.0, (self._clock() - self._no_face_since) / NO_FACE_FADE_S)
@@ -234,8 +277,8 @@ class FaceDecoder(Decoder):
         params.yaw, params.pitch, params.roll = (a + b for a, b in zip(
             (params.yaw, params.pitch, params.roll), self.view, strict=True))
         self._frame = renderer.render(params)
-        self.stats.render_ms.append((time.perf_counter() - t0) * 1000)
+        append_capped(self.stats.render_ms, (time.perf_counter() - t0) * 1000)
         self.stats.rendered += 1
         if header.epoch_ms:
-            self.stats.latency_ms.append(time.time() * 1000 - (header.epoch_ms + p.capture_ms))
+            append_capped(self.stats.latency_ms, time.time() * 1000 - (header.epoch_ms + p.capture_ms))
         return self._frame

@@ -18,12 +18,20 @@ from models.face import CropBox, FaceDetector, crop
 
 DEFAULT_SIZE = 256
 DEFAULT_FPS = 25.0
-MAX_YAW_DEG = 35.0  # beyond this the keyframe's other cheek is missing: refresh
+MAX_YAW_DEG = 35.0  # beyond this the keyframe's other cheek is missing: hold, then refresh
 MAX_PITCH_DEG = 25.0
 MAX_DRIFT = 0.18  # head centre moved this share of the crop: re-centre with a new keyframe
 MAX_LOG_SCALE = 0.25  # head grew or shrank by ~28%: re-crop
 KEYFRAME_MIN_INTERVAL_S = 0.5  # rate limit for requests and automatic refreshes
 FACE_BACK_FRAMES = 3  # a face must be seen this many frames in a row before a new keyframe
+MAX_TIMING_SAMPLES = 10_000  # per-frame timings kept (~7 min at 25 fps); then the older half goes
+
+
+def append_capped(samples: list[float], value: float, cap: int = MAX_TIMING_SAMPLES) -> None:
+    """Append, keeping at most `cap` recent samples: a call may last hours."""
+    samples.append(value)
+    if len(samples) > cap:
+        del samples[: len(samples) - cap // 2]
 
 
 @dataclass
@@ -38,10 +46,13 @@ class EncoderStats:
     """Frames without a usable face."""
     keyframes: int = 0
     """Keyframes sent."""
+    held_frames: int = 0
+    """Frames not sent because the warp could not show them (turned too far, values out of range):
+    the receiver holds its last frame until the refreshed keyframe arrives."""
     rate: RateMeter = field(default_factory=RateMeter)
     """Bytes emitted."""
     estimate_ms: list[float] = field(default_factory=list)
-    """Per-frame estimator time (crop + landmarks + fit)."""
+    """Per-frame estimator time (crop + landmarks + fit; recent samples only)."""
 
 
 def pack_keyframe(h264: bytes, aux: bytes, box: CropBox) -> bytes:
@@ -97,6 +108,11 @@ class FaceEncoder(Encoder):
         self.stats.rate.add(len(data), keyframe_msg)
         return Packet(data, reliable)
 
+    @property
+    def face_lost(self) -> bool:
+        """True while the encoder sees no usable face (what Control.FACE_LOST announces)."""
+        return self._face_lost
+
     def request_keyframe(self, recenter: bool = False) -> None:
         self._keyframe_due = True
         self._recenter = self._recenter or recenter
@@ -134,15 +150,18 @@ class FaceEncoder(Encoder):
         params = self.estimator.estimate(face)
         if params is None:
             return out + self._no_face(capture_ms)
-        self.stats.estimate_ms.append((time.perf_counter() - t0) * 1000)
-        self._check_refresh(params)
+        append_capped(self.stats.estimate_ms, (time.perf_counter() - t0) * 1000)
+        renderable = self._check_refresh(params)
         if self._face_lost:
             self._face_run += 1
             if self._face_run < FACE_BACK_FRAMES:
                 return out + self._no_face(capture_ms, count=False)
-            self._face_lost = False
+            out.append(self._face_back())
             self.events.append("face back: refreshing the keyframe")
             self.request_keyframe(recenter=True)
+        if not renderable:
+            self.stats.held_frames += 1  # a clipped or overturned warp is garbage: the receiver holds
+            return out
         values = quantize(params, self.quant)
         msg = wire.Params(self._seq, capture_ms, self.kf_id, wire.Flags.NONE, values)
         self._seq = (self._seq + 1) % wire.SEQ_MODULO
@@ -155,37 +174,52 @@ class FaceEncoder(Encoder):
         aux = self.estimator.set_keyframe(decoded)
         self.kf_id = (self.kf_id + 1) % wire.KF_MODULO
         self._keyframe_due = False
-        self._face_lost, self._face_run = False, 0  # the keyframe itself shows the face
+        back = [self._face_back()] if self._face_lost else []  # the keyframe itself shows the face
+        self._face_run = 0
         self.stats.keyframes += 1
         self.events.append(f"keyframe {self.kf_id}: {len(h264)} bytes")
         chunks = wire.split_keyframe(self.kf_id, pack_keyframe(h264, aux, self.box or CropBox(0, 0, 0)))
-        return [self._emit(c, reliable=True, keyframe_msg=True) for c in chunks]
+        return back + [self._emit(c, reliable=True, keyframe_msg=True) for c in chunks]
 
-    def _check_refresh(self, p: FrameParams) -> None:
-        if abs(p.yaw) > MAX_YAW_DEG or abs(p.pitch) > MAX_PITCH_DEG or not in_range(p, self.quant):
+    def _face_back(self) -> Packet:
+        self._face_lost = False
+        return self._emit(wire.ControlMessage(wire.Control.FACE_LOST, 0), reliable=True)
+
+    def _check_refresh(self, p: FrameParams) -> bool:
+        """Asks for a new keyframe where this one no longer fits; False when this frame cannot be warped."""
+        renderable = abs(p.yaw) <= MAX_YAW_DEG and abs(p.pitch) <= MAX_PITCH_DEG and in_range(p, self.quant)
+        if not renderable:
             self.request_keyframe()
         if np.hypot(p.tx, p.ty) > MAX_DRIFT or abs(p.log_scale) > MAX_LOG_SCALE:
             self.request_keyframe(recenter=True)
+        return renderable
 
     def _no_face(self, capture_ms: int, count: bool = True) -> list[Packet]:
         if count:
             self.stats.no_face_frames += 1
             self._face_run = 0
+        out: list[Packet] = []
         if not self._face_lost:
             self._face_lost = True
             self.events.append("no face in the picture: the receiver holds the last frame")
+            if self._header_sent:  # reliable, unlike the NO_FACE flag of the packets that follow
+                out.append(self._emit(wire.ControlMessage(wire.Control.FACE_LOST, 1), reliable=True))
         if self.kf_id < 0:
-            return []
+            return out
         msg = wire.Params(self._seq, capture_ms, self.kf_id, wire.Flags.NO_FACE, np.zeros(0, np.int8))
         self._seq = (self._seq + 1) % wire.SEQ_MODULO
-        return [self._emit(msg, reliable=False)]
+        return out + [self._emit(msg, reliable=False)]
 
     def receive(self, data: bytes) -> list[Packet]:
         msg = wire.decode(data)
         if isinstance(msg, wire.ControlMessage):
             if msg.code == wire.Control.KEYFRAME_REQUEST:
+                # Answered at the next frame, at most one keyframe per KEYFRAME_MIN_INTERVAL_S (a
+                # request cannot make us flood the link). A receiver with no keyframe at all (-1)
+                # may have restarted without the session header: send that again too.
+                if msg.arg < 0:
+                    self._header_sent = False
                 self.request_keyframe()
-                self._last_kf_time = -1e9  # a receiver without a keyframe shows nothing: answer now
             elif msg.code == wire.Control.KEYFRAME_ACK:
                 self.acked_kf = msg.arg
         return []

@@ -4,6 +4,7 @@ without MediaPipe can still render `mesh`, and torch networks load only for `fv2
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from codec.api import Estimator, Renderer
 
@@ -26,7 +27,7 @@ def make_estimator(name: str, size: int, weights: Path | None = None) -> Estimat
         from models.mesh.estimator import MeshEstimator
 
         return MeshEstimator(size)
-    return _fv2v().Fv2vEstimator(size, weights)
+    return _fv2v_checked(_fv2v().Fv2vEstimator(weights), size)
 
 
 def make_renderer(name: str, size: int, weights: Path | None = None) -> Renderer:
@@ -35,13 +36,30 @@ def make_renderer(name: str, size: int, weights: Path | None = None) -> Renderer
         from models.mesh.renderer import MeshRenderer
 
         return MeshRenderer(size)
-    return _fv2v().Fv2vRenderer(size, weights)
+    return _fv2v_checked(_fv2v().Fv2vRenderer(weights), size)
+
+
+def preload(name: str) -> None:
+    """Load what the receiver of this profile needs before a call arrives (slow imports)."""
+    _check(name)
+    if name == "mesh":
+        from models.mesh.renderer import preload as mesh_preload
+
+        mesh_preload()
 
 
 def model_id(name: str, weights: Path | None = None) -> str:
     """What the session header says about the weights ('' for model-free profiles)."""
     _check(name)
     return "" if name == "mesh" else _fv2v().model_id(weights)
+
+
+def _fv2v_checked(part: Any, size: int) -> Any:
+    """The weights fix the resolution: refuse a session whose size they were not trained for."""
+    trained = part.model.cfg.image_size
+    if trained != size:
+        raise ProfileError(f"fv2v weights are for {trained}x{trained}, the call is {size}x{size}: use --size {trained}")
+    return part
 
 
 def _fv2v():

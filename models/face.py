@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,7 +41,7 @@ def quiet_native_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def _mediapipe():
+def _mediapipe() -> Any:  # the mediapipe module
     with quiet_native_stderr():
         import mediapipe as mp  # heavy import: only where faces are needed
     return mp
@@ -128,11 +129,17 @@ class FaceMesh:
                 min_detection_confidence=MIN_DETECTION_CONFIDENCE,
                 min_tracking_confidence=MIN_TRACKING_CONFIDENCE)
             self._mesh.process(np.zeros((64, 64, 3), np.uint8))  # start the graph now, quietly
+        self._quiet = True
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
         """(468, 3) float32 pixel coordinates, or None when no face is found."""
         h, w = image.shape[:2]
-        res = self._mesh.process(np.ascontiguousarray(image))
+        if self._quiet:  # the landmark model starts (and logs) on the first face it sees
+            with quiet_native_stderr():
+                res = self._mesh.process(np.ascontiguousarray(image))
+            self._quiet = not res.multi_face_landmarks
+        else:
+            res = self._mesh.process(np.ascontiguousarray(image))
         if not res.multi_face_landmarks:
             return None
         lm = res.multi_face_landmarks[0].landmark

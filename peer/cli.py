@@ -13,7 +13,7 @@ from typing import Any
 from codec import keyframe
 from codec.encoder import DEFAULT_SIZE
 from codec.params import QuantSpec
-from codec.profiles import DEFAULT_PROFILE, PROFILES, ProfileError
+from codec.profiles import DEFAULT_PROFILE, PROFILES, ProfileError, preload
 from peer import signaling
 from peer.sinks import SinkError, VideoFileSink, WindowSink
 from peer.sources import SourceError
@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument("--listen", default=f"0.0.0.0:{signaling.DEFAULT_PORT}", help="HOST:PORT to listen on")
     recv.add_argument("--out", type=Path, metavar="FILE.mp4", help="write the received video")
     recv.add_argument("--no-window", action="store_true", help="do not open a window")
-    recv.add_argument("--once", action="store_true", help="exit after the first call")
+    recv.add_argument("--once", action="store_true",
+                      help="exit after the first call that ends with a bye (a dropped call is waited out)")
     for axis in ("yaw", "pitch", "roll"):
         recv.add_argument(f"--{axis}", type=float, default=0.0, metavar="DEG",
                           help=f"free view: add DEG to the caller's head {axis} (keys change it live)")
@@ -133,6 +134,7 @@ def cmd_recv(a: argparse.Namespace) -> int:
         closers.append(window.close)
     opts = RecvOptions(signaling.Endpoint.parse(a.listen), signaling.token_from_env(a.token), a.ice_server,
                        a.weights, a.once, a.stats, not a.quiet, view=view)
+    preload(DEFAULT_PROFILE)
     try:
         _run(serve(opts, sinks))
     finally:

@@ -2,12 +2,18 @@
 
 "ctrl": reliable and ordered, for the header, keyframes and control messages.
 "params": unordered, no retransmits, for per-frame parameters (a late one is useless).
+
+Liveness: SCTP in aiortc sends no heartbeats and ICE consent takes ~30 s to fail, so a
+network drop would go unnoticed. Both peers send something at least every KEEPALIVE_S
+(the codec's own messages, or a keepalive when idle) and a watchdog declares the
+connection dead after PEER_SILENCE_S without a single message from the other side.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Callable
 
 import aioice.ice
@@ -17,6 +23,9 @@ CTRL_LABEL = "ctrl"
 PARAMS_LABEL = "params"
 CHANNEL_OPEN_TIMEOUT_S = 15.0
 PARAMS_MAX_BUFFERED_BYTES = 4096  # params queued beyond this are dropped, not delayed
+KEEPALIVE_S = 1.0  # send something at least this often, even with nothing to say
+PEER_SILENCE_S = 3.0  # no message for this long: the connection is dead (3 missed keepalives)
+WATCHDOG_TICK_S = 0.25  # how often the watchdog looks
 
 _original_host_addresses = aioice.ice.get_host_addresses
 
@@ -53,28 +62,67 @@ def ice_configuration(urls: list[str]) -> RTCConfiguration:
 class Connection:
     """An RTCPeerConnection with fvcall's two channels."""
 
-    def __init__(self, ice_servers: list[str]) -> None:
+    def __init__(self, ice_servers: list[str], silence_s: float = PEER_SILENCE_S) -> None:
         self.pc = RTCPeerConnection(ice_configuration(ice_servers))
         self.ctrl: RTCDataChannel | None = None
         self.params: RTCDataChannel | None = None
         self.closed = asyncio.Event()
+        self.silence_s = silence_s
+        self.drop_reason = ""
+        """Why the connection closed, when it was not closed by this side ('' otherwise)."""
         self._open = asyncio.Event()
+        self._last_rx = self._last_tx = time.monotonic()
+        self._watchdog: asyncio.Task[None] | None = None
 
         @self.pc.on("connectionstatechange")
         async def _state() -> None:
             if self.pc.connectionState in ("failed", "closed"):
-                self.closed.set()
+                self._drop(f"peer connection {self.pc.connectionState}")
+
+    def _drop(self, reason: str) -> None:
+        if not self.closed.is_set():
+            self.drop_reason = reason
+            self.closed.set()
 
     def _watch(self, ch: RTCDataChannel) -> None:
-        ch.on("close", self.closed.set)
+        ch.on("close", lambda: self._drop(f"data channel {ch.label!r} closed"))
+        ch.on("message", self._touch)
         if ch.readyState == "open":
             self._maybe_open()
         else:
             ch.on("open", self._maybe_open)
 
+    def _touch(self, _message: object = None) -> None:
+        self._last_rx = time.monotonic()
+
     def _maybe_open(self) -> None:
-        if all(c is not None and c.readyState == "open" for c in (self.ctrl, self.params)):
+        if all(c is not None and c.readyState == "open" for c in (self.ctrl, self.params)) and not self._open.is_set():
             self._open.set()
+            self._last_rx = self._last_tx = time.monotonic()
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_silence())
+
+    async def _watch_silence(self) -> None:
+        last = time.monotonic()
+        while not self.closed.is_set():
+            await asyncio.sleep(WATCHDOG_TICK_S)
+            now = time.monotonic()
+            stall = now - last - WATCHDOG_TICK_S
+            last = now
+            if stall > WATCHDOG_TICK_S:
+                # This loop was blocked (a heavy renderer set-up, an overloaded machine): whatever the
+                # other side sent meanwhile is still unread in the socket, so the stall is not its silence.
+                self._last_rx += stall
+                continue
+            if self.silent_s() > self.silence_s:
+                self._drop(f"nothing received for {self.silence_s:g} s")
+
+    def silent_s(self) -> float:
+        """Seconds since the last message from the other side."""
+        return time.monotonic() - self._last_rx
+
+    def idle_s(self) -> float:
+        """Seconds since this side last sent a message."""
+        return time.monotonic() - self._last_tx
 
     async def make_offer(self) -> str:
         self.ctrl = self.pc.createDataChannel(CTRL_LABEL, ordered=True)
@@ -120,8 +168,11 @@ class Connection:
         if not reliable and ch.bufferedAmount > PARAMS_MAX_BUFFERED_BYTES:
             return False
         ch.send(data)
+        self._last_tx = time.monotonic()
         return True
 
     async def close(self) -> None:
-        await self.pc.close()
         self.closed.set()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        await self.pc.close()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from codec.encoder import FaceEncoder
+from codec.profiles import DEFAULT_PROFILE, preload
 from models import sample
 from peer import signaling
 from peer.receiver import RecvOptions, serve
@@ -54,6 +55,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 async def run_demo(out: Path, profile: str = "mesh", seconds: float = DEMO_SECONDS, status: bool = True,
                    weights: Path | None = None) -> DemoResult:
     frames = list(sample.frames(seconds))
+    preload(DEFAULT_PROFILE)
     sent: dict[int, np.ndarray] = {}
     received: dict[int, np.ndarray] = {}
     summaries: list[dict] = []

@@ -1,4 +1,14 @@
-"""`fvcall recv`: listen for a caller, decode its packets, render newest-first, show or write."""
+"""`fvcall recv`: listen for a caller, decode its packets, render newest-first, show or write.
+
+The receiver keeps listening for the whole session: a call that drops (the watchdog hears
+nothing for a few seconds, or the peer connection fails) ends, and the same caller, or
+another, may call again. `--once` exits after the first call that ends with a bye (sent by
+the caller, or by this side when it cannot render the call), never after a drop: a
+dropped caller is expected back. Callers arrive one at a time: while a call is in
+progress, another caller is refused ("busy"), unless the call in progress has gone silent,
+in which case an authenticated newcomer replaces it (that is how a dropped caller gets
+back in before this side's watchdog has even fired).
+"""
 
 from __future__ import annotations
 
@@ -13,16 +23,27 @@ import numpy as np
 from aiortc import RTCDataChannel
 
 from codec import wire
+from codec.api import Packet
 from codec.decoder import FaceDecoder
 from codec.profiles import ProfileError
 from peer import signaling
-from peer.connection import Connection, is_loopback, use_loopback_candidates
+from peer.connection import KEEPALIVE_S, PEER_SILENCE_S, Connection, is_loopback, use_loopback_candidates
 from peer.stats import StatusLine, receiver_summary, write_json
 from peer.view import FreeView
 
 POLL_S = 0.25  # how often to re-ask for a missing keyframe and refresh the status line
 BYE_GRACE_S = 0.3  # after bye, let the last frames render
 MAX_REPORTED_ERRORS = 5  # render errors printed per call; later ones are only counted
+MAX_PENDING_HANDSHAKES = 8  # signaling connections being authenticated at once; more are refused
+PREEMPT_SILENCE_S = 1.5  # a call silent this long yields to a new authenticated caller (~40 frames missed)
+
+
+class EndReason:
+    """Why a call ended (the summary's "ended")."""
+
+    BYE = "bye"
+    DROPPED = "dropped"
+    REPLACED = "replaced"
 
 
 @dataclass
@@ -38,13 +59,17 @@ class RecvOptions:
     weights: Path | None = None
     """fv2v weights."""
     once: bool = False
-    """Exit after the first call."""
+    """Exit after the first call that ends with a bye (a dropped call does not count)."""
     stats_path: Path | None = None
     """Where to write the summary JSON after each call."""
     status: bool = True
     """Print the live status line."""
     view: FreeView = field(default_factory=FreeView)
     """Free view offsets, changed live by the window's keys."""
+    handshake_timeout_s: float = signaling.HANDSHAKE_TIMEOUT_S
+    """A caller must complete hello/auth/offer within this many seconds (slow callers are cut off)."""
+    silence_s: float = PEER_SILENCE_S
+    """A call with no message from the caller for this long has dropped."""
 
 
 Sink = Callable[[np.ndarray, int], None]
@@ -57,9 +82,11 @@ class Call:
         self.opts, self.sinks, self.status = opts, sinks, status
         self.decoder = FaceDecoder(opts.weights)
         opts.view.attach(self.decoder)
-        self.conn = Connection(opts.ice_servers)
+        self.conn = Connection(opts.ice_servers, opts.silence_s)
         self.error: str | None = None
         self.render_errors = 0
+        self.ended = ""
+        """How the call ended (EndReason), once run() returns."""
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fvcall-render")
@@ -70,17 +97,29 @@ class Call:
             return
         try:
             replies = self.decoder.receive(data)
-        except (ProfileError, RuntimeError) as exc:  # profile not runnable here (e.g. no weights)
-            self.error = f"cannot render this call: {exc}"
-            self.conn.send(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), reliable=True)
-            self._done.set()
-            return
+        except (ProfileError, RuntimeError) as exc:  # the decoder reports these itself; belt and braces
+            self.decoder.error = str(exc)
+            replies = [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
         for p in replies:
             self.conn.send(p.data, p.reliable)
+        if self.decoder.error:  # profile not runnable here (e.g. no weights): the decoder said bye
+            self.error = f"cannot render this call: {self.decoder.error}"
+            self._done.set()
+            return
         if self.decoder.bye:
             self._done.set()
         if self.decoder.pending():
             self._wake.set()
+
+    def end(self, reason: str) -> None:
+        """End the call from outside (a newcomer replaces it)."""
+        self.ended = self.ended or reason
+        self._done.set()
+
+    def _keepalive(self) -> None:
+        # The caller's watchdog needs to hear from us; an ack of the keyframe in use is harmless.
+        if self.conn.idle_s() >= KEEPALIVE_S and self.decoder.kf_id is not None:
+            self.conn.send(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_ACK, self.decoder.kf_id)), True)
 
     def _on_channel(self, ch: RTCDataChannel) -> None:
         ch.on("message", self._on_message)
@@ -93,19 +132,27 @@ class Call:
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         render_task = asyncio.create_task(self._render_loop())
+        closed = asyncio.ensure_future(self.conn.closed.wait())
         try:
             await self.conn.wait_open()
             self.status.message("call connected")
             while not self._done.is_set() and not self.conn.closed.is_set():
                 for p in self.decoder.poll():
                     self.conn.send(p.data, p.reliable)
+                self._keepalive()
+                if self.decoder.fading():
+                    self._wake.set()  # animate the no-face fade at the poll rate, without spinning
                 self.status.update(self.decoder.stats.rendered, self.decoder.stats.rate, self._extra())
-                try:
-                    await asyncio.wait_for(self._done.wait(), POLL_S)
-                except TimeoutError:
-                    pass
-            await asyncio.sleep(BYE_GRACE_S)
+                done = asyncio.ensure_future(self._done.wait())
+                await asyncio.wait([done, closed], timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+                done.cancel()
+            if self.decoder.bye or self.error:
+                self.ended = self.ended or EndReason.BYE
+                await asyncio.sleep(BYE_GRACE_S)
+            else:
+                self.ended = self.ended or EndReason.DROPPED
         finally:
+            closed.cancel()
             render_task.cancel()
             try:
                 await render_task
@@ -115,6 +162,9 @@ class Call:
             await loop.run_in_executor(self._pool, lambda: None)  # the last render finishes first
             self._pool.shutdown(wait=True)
         summary = receiver_summary(self.decoder.stats, time.monotonic() - t0)
+        summary["ended"] = self.ended
+        summary["drop_reason"] = self.conn.drop_reason if self.ended == EndReason.DROPPED else ""
+        summary["oversize_packets"] = self.decoder.stats.oversize
         if self.error:
             summary["error"] = self.error
         return summary
@@ -132,7 +182,7 @@ class Call:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self.decoder.pending():
+            if not (self.decoder.pending() or self.decoder.fading()):
                 continue
             ms = self.decoder.latest_capture_ms
             try:
@@ -149,29 +199,68 @@ class Call:
 
 
 async def serve(opts: RecvOptions, sinks: list[Sink], ready: Callable[[int], None] | None = None,
-                on_summary: Callable[[dict], None] | None = None) -> None:
-    """Accept calls one at a time; other callers are refused while one is in progress."""
+                on_summary: Callable[[dict], None] | None = None,
+                on_call: Callable[[Call], None] | None = None) -> None:
+    """Accept calls one at a time until stopped (or, with opts.once, a call ends with a bye).
+
+    on_call sees each call as it starts (its decoder's stats, for tests and the soak)."""
     status = StatusLine("recv", opts.status)
     busy = asyncio.Lock()
     finished = asyncio.Event()
+    current: list[Call] = []  # the call in progress, if any
+    handshakes = 0
+    waiting = False  # a newcomer is waiting for a replaced call to wind down
+
+    async def refuse(chan: signaling.Channel, reason: str) -> None:
+        try:
+            await chan.send({"type": "error", "reason": reason})
+        except (ConnectionError, signaling.SignalingError):
+            pass
+        await chan.close()
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal handshakes, waiting
         chan = signaling.Channel(reader, writer)
-        if busy.locked():
-            try:
-                await chan.send({"type": "error", "reason": "busy: a call is in progress"})
-            except (ConnectionError, signaling.SignalingError):
-                pass
-            await chan.close()
+        if handshakes >= MAX_PENDING_HANDSHAKES:
+            await refuse(chan, "busy: too many callers at once")
             return
+        handshakes += 1
+        try:
+            offer_sdp = await asyncio.wait_for(signaling.accept_offer(chan, opts.token),
+                                               opts.handshake_timeout_s)
+        except (signaling.SignalingError, ConnectionError, ValueError, TimeoutError) as exc:
+            reason = (f"no offer within {opts.handshake_timeout_s:g} s" if isinstance(exc, TimeoutError)
+                      else str(exc))
+            status.message(f"refused a caller from {chan.peer_host or '?'}: {reason}")
+            if isinstance(exc, TimeoutError):
+                await refuse(chan, reason)
+            else:
+                await chan.close()  # accept_offer has told the caller why
+            return
+        finally:
+            handshakes -= 1
+        if busy.locked():
+            call_now = current[0] if current else None
+            if waiting or call_now is None or call_now.conn.silent_s() < PREEMPT_SILENCE_S:
+                status.message(f"refused a caller from {chan.peer_host or '?'}: a call is in progress")
+                await refuse(chan, "busy: a call is in progress")
+                return
+            status.message(f"the call in progress went silent {call_now.conn.silent_s():.1f} s ago: "
+                           "a new call replaces it")
+            call_now.end(EndReason.REPLACED)
+            waiting = True
         async with busy:
+            waiting = False
+            call = Call(opts, sinks, status)
+            current[:] = [call]
+            if on_call:
+                on_call(call)
             try:
-                offer_sdp = await signaling.accept_offer(chan, opts.token)
-                call = Call(opts, sinks, status)
                 await chan.send({"type": "answer", "sdp": await call.answer(offer_sdp, chan.peer_host)})
             except (signaling.SignalingError, ConnectionError, ValueError) as exc:
                 status.message(f"refused a caller from {chan.peer_host or '?'}: {exc}")
                 await chan.close()
+                await call.conn.close()
                 return
             await chan.close()
             try:
@@ -179,14 +268,18 @@ async def serve(opts: RecvOptions, sinks: list[Sink], ready: Callable[[int], Non
             except ConnectionError as exc:
                 status.message(str(exc))
                 return
+            finally:
+                current.clear()
             if call.error:
                 status.message(call.error)
-            status.message(f"call ended: {summary['frames_rendered']} frames rendered, "
+            how = {EndReason.BYE: "call ended", EndReason.REPLACED: "call replaced"}.get(
+                call.ended, f"call dropped ({call.conn.drop_reason}), still listening")
+            status.message(f"{how}: {summary['frames_rendered']} frames rendered, "
                            f"{summary['frames_dropped']} dropped")
             write_json(opts.stats_path, summary)
             if on_summary:
                 on_summary(summary)
-            if opts.once:
+            if opts.once and call.ended == EndReason.BYE:
                 finished.set()
 
     try:

@@ -1,4 +1,10 @@
-"""`fvcall send`: frames from a source, through the encoder, over WebRTC to a receiver."""
+"""`fvcall send`: frames from a source, through the encoder, over WebRTC to a receiver.
+
+When the connection drops (the watchdog hears nothing from the receiver, or the peer
+connection fails) the sender calls again over signaling, with a new peer connection, and
+the encoder starts over with a header and a new keyframe; frames captured meanwhile are
+encoded and discarded so the source keeps its pace. A receiver's bye ends the call for good.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,13 @@ import numpy as np
 from codec import wire
 from codec.encoder import FaceEncoder
 from peer import signaling
-from peer.connection import Connection, is_loopback, use_loopback_candidates
+from peer.connection import KEEPALIVE_S, PEER_SILENCE_S, Connection, is_loopback, use_loopback_candidates
 from peer.sources import FrameSource
 from peer.stats import StatusLine, sender_summary
 
 BYE_FLUSH_S = 1.0  # wait this long for queued reliable messages before closing
-RECONNECT_ATTEMPTS = 5
+RECONNECT_WINDOW_S = 60.0  # keep calling again for this long after a drop, then give up
+RECONNECT_RETRY_S = 0.5  # pause between attempts (a busy receiver may still be winding the old call down)
 
 
 @dataclass
@@ -39,6 +46,10 @@ class SendOptions:
     """Set the call up again after a network drop."""
     status: bool = True
     """Print the live status line."""
+    silence_s: float = PEER_SILENCE_S
+    """The connection has dropped when nothing arrives from the receiver for this long."""
+    reconnect_window_s: float = RECONNECT_WINDOW_S
+    """How long to keep calling again after a drop."""
 
 
 class CallEnded(Exception):
@@ -48,7 +59,7 @@ class CallEnded(Exception):
 async def _establish(opts: SendOptions, on_ctrl: Callable[[bytes], None]) -> Connection:
     use_loopback_candidates(is_loopback(opts.peer.host))
     chan = await signaling.connect(opts.peer, opts.connect_timeout_s)
-    conn = Connection(opts.ice_servers)
+    conn = Connection(opts.ice_servers, opts.silence_s)
     try:
         sdp = await conn.make_offer()
         answer = await signaling.offer(chan, sdp, opts.token)
@@ -60,13 +71,31 @@ async def _establish(opts: SendOptions, on_ctrl: Callable[[bytes], None]) -> Con
         await chan.close()
     assert conn.ctrl is not None
     conn.ctrl.on("message", lambda m: on_ctrl(m) if isinstance(m, bytes) else None)
-    await conn.wait_open()
+    try:
+        await conn.wait_open()
+    except BaseException:
+        await conn.close()
+        raise
     return conn
 
 
+async def _keepalive(holder: list[Connection], encoder: FaceEncoder) -> None:
+    """Tell the receiver we are alive when the encoder has nothing to send (no face, no keyframe yet).
+
+    FACE_LOST repeats the current face state, which is what an idle sender has to say."""
+    while True:
+        await asyncio.sleep(KEEPALIVE_S / 4)
+        conn = holder[0]
+        if conn.idle_s() >= KEEPALIVE_S and not conn.closed.is_set():
+            conn.send(wire.encode(wire.ControlMessage(wire.Control.FACE_LOST, int(encoder.face_lost))), True)
+
+
 async def run_sender(source: FrameSource, encoder: FaceEncoder, opts: SendOptions,
-                     on_frame: Callable[[int, np.ndarray | None], None] | None = None) -> dict:
-    """Run one call until the source ends (or max_frames); returns the summary."""
+                     on_frame: Callable[[int, np.ndarray | None], None] | None = None,
+                     on_connection: Callable[[Connection], None] | None = None) -> dict:
+    """Run one call until the source ends (or max_frames); returns the summary.
+
+    on_connection sees each peer connection as it opens (the first, and each after a reconnect)."""
     loop = asyncio.get_running_loop()
     status = StatusLine("send", opts.status)
     pool = ThreadPoolExecutor(1, thread_name_prefix="fvcall-encode")
@@ -89,6 +118,11 @@ async def run_sender(source: FrameSource, encoder: FaceEncoder, opts: SendOption
         return encoder.encode(frame, ms)
 
     conn = await _establish(opts, on_ctrl)
+    if on_connection:
+        on_connection(conn)
+    holder = [conn]  # the keepalive follows reconnects
+    keepalive = asyncio.create_task(_keepalive(holder, encoder))
+    reconnect_s: list[float] = []
     status.message(f"connected to {opts.peer}")
     t0 = time.monotonic()
     encoder.epoch_ms = int(time.time() * 1000)  # capture_ms counts from here: latency needs both ends
@@ -106,9 +140,15 @@ async def run_sender(source: FrameSource, encoder: FaceEncoder, opts: SendOption
             packets = await loop.run_in_executor(pool, encode, frame, capture_ms)
             if conn.closed.is_set():
                 if not opts.reconnect:
-                    status.message("the connection dropped")
+                    status.message(f"the connection dropped: {conn.drop_reason or 'closed'}")
                     break
-                conn = await _reconnect(opts, on_ctrl, encoder, status)
+                t_drop = time.monotonic()
+                control.clear()  # replies meant for the old connection's keyframe
+                conn = await _reconnect(conn, opts, on_ctrl, encoder, status)
+                holder[0] = conn
+                if on_connection:
+                    on_connection(conn)
+                reconnect_s.append(time.monotonic() - t_drop)
                 continue
             for p in packets:
                 frames_sent += conn.send(p.data, p.reliable) and not p.reliable
@@ -128,10 +168,14 @@ async def run_sender(source: FrameSource, encoder: FaceEncoder, opts: SendOption
             conn.send(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), reliable=True)
             await _flush(conn)
     finally:
+        keepalive.cancel()
         await conn.close()
         pool.shutdown(wait=False)
     duration = time.monotonic() - t0
-    return sender_summary(encoder.stats, duration, frames_sent)
+    summary = sender_summary(encoder.stats, duration, frames_sent)
+    summary["reconnects"] = len(reconnect_s)
+    summary["reconnect_s"] = reconnect_s
+    return summary
 
 
 def _extra(encoder: FaceEncoder) -> str:
@@ -146,18 +190,20 @@ async def _flush(conn: Connection) -> None:
     await asyncio.sleep(0.1)  # let SCTP put the last message on the wire
 
 
-async def _reconnect(opts: SendOptions, on_ctrl: Callable[[bytes], None], encoder: FaceEncoder,
+async def _reconnect(old: Connection, opts: SendOptions, on_ctrl: Callable[[bytes], None], encoder: FaceEncoder,
                      status: StatusLine) -> Connection:
-    status.message("connection lost: calling again")
-    last: Exception | None = None
-    for _ in range(RECONNECT_ATTEMPTS):
+    """A new peer connection after a drop; retries (busy receiver, receiver restarting) for a while."""
+    status.message(f"connection lost ({old.drop_reason or 'closed'}): calling again")
+    await old.close()
+    deadline = time.monotonic() + opts.reconnect_window_s
+    while True:
         try:
             conn = await _establish(opts, on_ctrl)
-        except (signaling.SignalingError, ConnectionError) as exc:
-            last = exc
-            await asyncio.sleep(1.0)
+        except (signaling.SignalingError, ConnectionError, OSError) as exc:
+            if time.monotonic() >= deadline:
+                raise ConnectionError(f"could not reconnect within {opts.reconnect_window_s:.0f} s: {exc}") from None
+            await asyncio.sleep(RECONNECT_RETRY_S)
             continue
         encoder.restart()
         status.message("reconnected: new keyframe")
         return conn
-    raise ConnectionError(f"could not reconnect: {last}")

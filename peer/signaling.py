@@ -121,16 +121,31 @@ def _sdp(msg: dict) -> str:
 
 
 async def accept_offer(chan: Channel, token: str | None) -> str:
-    """Listener side of the handshake up to the offer; returns the offer SDP."""
+    """Listener side of the handshake up to the offer; returns the offer SDP.
+
+    Any failure is answered with an error message (best effort) before SignalingError is raised."""
     nonce = secrets.token_hex(16)
     await chan.send({"type": "hello", "version": PROTOCOL_VERSION, "nonce": nonce, "auth": token is not None})
-    if token is not None:
-        msg = await chan.recv("auth")
-        mac = msg.get("mac")
-        if not isinstance(mac, str) or not hmac.compare_digest(mac.encode(), _mac(token, nonce).encode()):
-            await chan.send({"type": "error", "reason": "authentication failed"})
-            raise SignalingError("a caller failed authentication")
-    return _sdp(await chan.recv("offer"))
+    try:
+        authed = token is None or _valid_mac((await chan.recv("auth")).get("mac"), token, nonce)
+        if authed:
+            return _sdp(await chan.recv("offer"))
+    except SignalingError as exc:
+        await _tell(chan, str(exc))
+        raise
+    await _tell(chan, "authentication failed")
+    raise SignalingError("a caller failed authentication")
+
+
+def _valid_mac(mac: object, token: str, nonce: str) -> bool:
+    return isinstance(mac, str) and hmac.compare_digest(mac.encode(), _mac(token, nonce).encode())
+
+
+async def _tell(chan: Channel, reason: str) -> None:
+    try:
+        await chan.send({"type": "error", "reason": reason})
+    except (ConnectionError, SignalingError):
+        pass
 
 
 async def connect(endpoint: Endpoint, timeout: float) -> Channel:

@@ -164,3 +164,30 @@ def test_stretch_without_face_is_reported_and_call_continues() -> None:
     assert enc.stats.no_face_frames >= 12 and enc.stats.keyframes == 2
     assert dec.stats.rendered > rendered_before + 10  # rendering resumed after the stretch
     enc.close()
+
+
+def test_keyframe_has_no_sei_and_keeps_quality() -> None:
+    from models.sample import photo
+
+    image = photo()[32:288, 32:288]
+    data = keyframe.encode(image)
+    nal_types = [data[i + 3] & 0x1F for i in range(len(data) - 3) if data[i:i + 3] == b"\x00\x00\x01"]
+    assert keyframe.NAL_SEI not in nal_types and 7 in nal_types and 5 in nal_types  # SPS and IDR kept
+    assert _psnr(keyframe.decode(data, 256), image) > 30
+    with pytest.raises(keyframe.KeyframeError, match="^keyframe is 256x256, expected 128x128$"):
+        keyframe.decode(data, 128)
+
+
+def test_keyframe_landmarks_round_trip_and_reject_bombs() -> None:
+    import zlib
+
+    from models.mesh import landmarks
+
+    lm = np.random.default_rng(3).uniform(0, 256, (468, 3)).astype(np.float32)
+    data = landmarks.encode(lm)
+    assert len(data) < 468 * 3 * 2
+    assert np.abs(landmarks.decode(data, 256) - lm).max() <= landmarks.LANDMARK_STEP_PX / 2
+    for bad, why in ((zlib.compress(bytes(10**6)), "expected 2808 bytes"), (b"junk", "not zlib data"),
+                     (data[:-4], "expected 2808 bytes")):
+        with pytest.raises(ValueError, match=why):
+            landmarks.decode(bad, 256)

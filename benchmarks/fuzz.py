@@ -1,0 +1,185 @@
+"""Fuzz the packet decoder: mutated golden fixtures plus random near-valid msgpack, 100k+ cases.
+
+    python benchmarks/fuzz.py --cases 100000 --seed 1
+
+A crash is any exception other than WireError from codec.wire.decode, and any exception at
+all from FaceDecoder.receive (or poll/render right after). Crashing inputs are written to
+--out (default: nowhere) and the script exits 1 when there is any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import msgpack
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import keyframe, wire
+from codec.decoder import FaceDecoder
+from codec.encoder import pack_keyframe
+from codec.params import FrameParams, QuantSpec
+from models.face import CropBox
+
+GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
+DEFAULT_CASES = 100_000
+SIZE = 32  # codec resolution of the fuzzed session: small keeps keyframe decodes cheap
+N_EXPR = 2
+STRUCTURED_SHARE = 0.4  # share of cases built as near-valid msgpack, the rest mutate the corpus
+RESET_EVERY = 5_000  # a fresh session now and then: state reached by earlier cases varies
+INTERESTING = [0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x13, 0x11, 0x12, 0x14]
+
+
+class NullRenderer:
+    def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
+        if image.shape != (SIZE, SIZE, 3):
+            raise ValueError("keyframe size")
+
+    def render(self, params: FrameParams) -> np.ndarray:
+        assert len(params.expression) == N_EXPR and np.all(np.isfinite(params.vector()))
+        return np.zeros((SIZE, SIZE, 3), np.uint8)
+
+
+def factory(h: wire.Header) -> NullRenderer:
+    if h.profile != "mesh" or h.size != SIZE:
+        raise ValueError(f"cannot render {h.profile} at {h.size}")
+    return NullRenderer()
+
+
+def session() -> tuple[FaceDecoder, list[bytes]]:
+    dec = FaceDecoder(renderer_factory=factory)
+    image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, N_EXPR, QuantSpec().to_list()))]
+    msgs += [wire.encode(c) for c in wire.split_keyframe(0, pack_keyframe(keyframe.encode(image), b"",
+                                                                           CropBox(0, 0, SIZE)))]
+    msgs += [wire.encode(wire.Params(1, 40, 0, wire.Flags.NONE, np.zeros(6 + N_EXPR, np.int8))),
+             wire.encode(wire.ControlMessage(wire.Control.FACE_LOST, 1))]
+    for m in msgs:
+        dec.receive(m)
+    dec.render()
+    return dec, msgs
+
+
+def value(rng: np.random.Generator, depth: int = 0) -> object:
+    r = int(rng.integers(0, 10 if depth < 2 else 7))
+    if r == 0:
+        return int(rng.integers(-3, 300))
+    if r == 1:
+        return int(rng.integers(-2**63, 2**63 - 1))
+    if r == 2:
+        return bytes(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8))
+    if r == 3:
+        return "".join(chr(int(c)) for c in rng.integers(32, 0x2FF, int(rng.integers(0, 20))))
+    if r == 4:
+        return float(rng.choice([np.nan, np.inf, -np.inf, 0.0, 1e308, float(rng.normal() * 100)]))
+    if r == 5:
+        return None
+    if r == 6:
+        return bool(rng.integers(0, 2))
+    if r == 7:
+        return [value(rng, depth + 1) for _ in range(int(rng.integers(0, 6)))]
+    if r == 8:
+        return {str(value(rng, 2))[:8]: value(rng, depth + 1) for _ in range(int(rng.integers(0, 6)))}
+    return {"profile": rng.choice(["mesh", "fv2v", "", "1x"]), "size": int(rng.integers(-1, 5000)),
+            "fps": value(rng, 2), "n_expr": int(rng.integers(-1, 300)),
+            "steps": [float(rng.uniform(-1, 2000)) for _ in range(int(rng.integers(0, 6)))]}
+
+
+def near_valid(rng: np.random.Generator) -> bytes:
+    kind = int(rng.integers(0, 5))
+    if kind == 0:
+        body = [0x13, int(rng.integers(-1, 70000)), int(rng.integers(-1, 2**33)), int(rng.integers(-1, 300)),
+                int(rng.integers(-1, 3)), bytes(rng.integers(0, 256, int(rng.integers(0, 250)), dtype=np.uint8))]
+    elif kind == 1:
+        body = [0x12, int(rng.integers(-1, 300)), int(rng.integers(-1, 200)), int(rng.integers(-1, 200)),
+                value(rng)]
+    elif kind == 2:
+        body = [0x14, int(rng.integers(-2, 6)), int(rng.integers(-2**40, 2**40))]
+    elif kind == 3:
+        near = {"profile": "mesh", "size": SIZE, "fps": value(rng, 2), "n_expr": int(rng.integers(-1, 5)),
+                "steps": [float(rng.uniform(-1, 2)) for _ in range(int(rng.integers(3, 6)))]}
+        body = [0x11, value(rng) if rng.random() < 0.3 else near]
+    else:
+        body = [int(rng.choice([0x10, 0x15, 0x1F, 0x21, 0x01, -1, 255])),
+                *[value(rng) for _ in range(int(rng.integers(0, 7)))]]
+    if rng.random() < 0.3:
+        body = body[:-1] if rng.random() < 0.5 else [*body, value(rng)]
+    return msgpack.packb(body, use_bin_type=bool(rng.integers(0, 2)))
+
+
+def mutate(rng: np.random.Generator, data: bytes, corpus: list[bytes]) -> bytes:
+    b = bytearray(data)
+    for _ in range(int(rng.integers(1, 5))):
+        op = int(rng.integers(0, 7))
+        pos = int(rng.integers(0, len(b) + 1))
+        if op == 0 and b:
+            b[pos % len(b)] ^= 1 << int(rng.integers(0, 8))
+        elif op == 1 and b:
+            b[pos % len(b)] = int(rng.choice(INTERESTING))
+        elif op == 2:
+            b[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
+        elif op == 3 and b:
+            del b[pos:pos + int(rng.integers(1, 9))]
+        elif op == 4:
+            b = b[:pos]
+        elif op == 5:
+            other = corpus[int(rng.integers(0, len(corpus)))]
+            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)):]
+        else:
+            b[pos:pos] = bytes([0xC6]) + int(rng.integers(0, 2**32)).to_bytes(4, "big")
+    return bytes(b)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=DEFAULT_CASES)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", type=Path, help="folder for crashing inputs")
+    a = ap.parse_args(argv)
+    rng = np.random.default_rng(a.seed)
+    dec, valid = session()
+    corpus = [p.read_bytes() for p in sorted(GOLDEN.glob("*.bin"))] + valid
+    crashes: list[tuple[str, bytes, str]] = []
+    counts = {"wire_error": 0, "decoded": 0, "structured": 0, "mutated": 0}
+    t0 = time.perf_counter()
+    for i in range(a.cases):
+        if i % RESET_EVERY == 0 and i:
+            dec, _ = session()
+        structured = rng.random() < STRUCTURED_SHARE
+        counts["structured" if structured else "mutated"] += 1
+        data = near_valid(rng) if structured else mutate(rng, corpus[int(rng.integers(0, len(corpus)))], corpus)
+        try:
+            wire.decode(data)
+            counts["decoded"] += 1
+        except wire.WireError:
+            counts["wire_error"] += 1
+        except Exception:
+            crashes.append(("wire.decode", data, traceback.format_exc(limit=3)))
+        try:
+            dec.receive(data)
+            dec.poll()
+            if dec.pending():
+                dec.render()
+        except Exception:
+            crashes.append(("FaceDecoder", data, traceback.format_exc(limit=3)))
+    dt = time.perf_counter() - t0
+    print(f"fuzz: {a.cases} cases in {dt:.1f} s ({a.cases / dt:.0f}/s): {counts['structured']} structured, "
+          f"{counts['mutated']} mutated; wire.decode accepted {counts['decoded']}, rejected "
+          f"{counts['wire_error']} with WireError; decoder bad packets {dec.stats.bad_packets} (last session)")
+    print(f"fuzz: {len(crashes)} crashes")
+    for where, data, tb in crashes[:5]:
+        print(f"  {where}: {data[:40].hex()}...\n{tb}")
+    if crashes and a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+        for n, (_, data, _) in enumerate(crashes):
+            (a.out / f"crash_{n:04d}.bin").write_bytes(data)
+    return 1 if crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reusable pieces of benchmarks/bandwidth.py: clips, anchors, fvcall runs, metrics, BD-rate, reports."""

@@ -1,0 +1,200 @@
+"""fvcall profiles driven through the codec's public Encoder/Decoder, one rate knob at a time.
+
+Knobs: quantization step (QuantSpec().scaled(f)), keyframe quality (keyframe_crf), and parameter
+rate (only every k-th frame is encoded and sent; the receiver holds its frame in between).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from codec import keyframe, wire
+from codec.api import Estimator, NoFaceError
+from codec.decoder import FaceDecoder
+from codec.encoder import FaceEncoder
+from codec.params import FrameParams, QuantSpec
+from codec.profiles import PROFILES, make_estimator, make_renderer
+from models.face import CropBox, crop
+
+from .rate import Message
+
+NO_OUTPUT_GREY = 128  # what a receiver "shows" before its first keyframe (never happens from frame 0 on)
+
+
+@dataclass(frozen=True)
+class FvSetting:
+    """One operating point of a profile."""
+
+    quant: float = 1.0
+    """QuantSpec().scaled(quant): coarser parameter steps above 1."""
+    keyframe_crf: int = keyframe.DEFAULT_CRF
+    """x264 CRF of the keyframe picture."""
+    every: int = 1
+    """Send the parameters of every k-th frame only (hold in between)."""
+
+    def label(self) -> str:
+        return f"q{self.quant:g}-kf{self.keyframe_crf}-e{self.every}"
+
+
+DEFAULT_SETTING = FvSetting()
+
+
+@dataclass(frozen=True)
+class FvConfig:
+    """A curve: one knob of one profile swept, the others at their defaults."""
+
+    profile: str
+    knob: str
+    settings: tuple[FvSetting, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile}~{self.knob}"
+
+
+def sweep(profile: str, quant: tuple[float, ...], kf_crf: tuple[int, ...], every: tuple[int, ...],
+          combo: tuple[FvSetting, ...]) -> list[FvConfig]:
+    """One curve per knob (each includes the default point), plus combined low-rate settings."""
+    out = [FvConfig(profile, "quant", tuple(FvSetting(quant=f) for f in quant)),
+           FvConfig(profile, "kfcrf", tuple(FvSetting(keyframe_crf=c) for c in kf_crf)),
+           FvConfig(profile, "every", tuple(FvSetting(every=k) for k in every))]
+    if combo:
+        out.append(FvConfig(profile, "combo", combo))
+    return [c for c in out if c.settings]
+
+
+def available_profiles(size: int, weights: Path | None) -> tuple[list[str], dict[str, str]]:
+    """Profiles that can run here; the others with the reason (missing weights, not built yet...)."""
+    ok, skipped = [], {}
+    for name in PROFILES:
+        try:
+            make_renderer(name, size, weights)
+        except (RuntimeError, ImportError, OSError, TypeError, ValueError) as exc:
+            # TypeError/ValueError too: a profile still being built must not take the benchmark down
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        ok.append(name)
+    return ok, skipped
+
+
+def digest(image: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+
+
+class CachingEstimator:
+    """A profile's estimator that remembers its answers per (keyframe picture, crop).
+
+    The quantization and parameter-rate knobs change nothing upstream of quantization, so every
+    setting of a clip that shares a keyframe reuses one estimation pass (MediaPipe is the slow part).
+    A cache miss re-arms the real estimator with the right keyframe first, so the answers are the
+    ones a fresh encoder would get."""
+
+    def __init__(self, inner: Estimator) -> None:
+        self.inner = inner
+        self.n_expr = inner.n_expr
+        self._kf: bytes | None = None
+        self._inner_kf: bytes | None = None
+        self._kf_images: dict[bytes, np.ndarray] = {}
+        self._aux: dict[bytes, bytes | NoFaceError] = {}
+        self._params: dict[tuple[bytes, bytes], FrameParams | None] = {}
+
+    def set_keyframe(self, image: np.ndarray) -> bytes:
+        key = digest(image)
+        if key not in self._aux:
+            try:
+                self._aux[key] = self.inner.set_keyframe(image)
+            except NoFaceError as exc:
+                self._aux[key] = exc
+            self._inner_kf = key
+            self._kf_images[key] = image.copy()
+        aux = self._aux[key]
+        if isinstance(aux, NoFaceError):
+            raise aux
+        self._kf = key
+        return aux
+
+    def estimate(self, crop_: np.ndarray) -> FrameParams | None:
+        if self._kf is None:
+            raise RuntimeError("estimate before set_keyframe")
+        key = (self._kf, digest(crop_))
+        if key not in self._params:
+            if self._inner_kf != self._kf:
+                self.inner.set_keyframe(self._kf_images[self._kf])
+                self._inner_kf = self._kf
+            self._params[key] = self.inner.estimate(crop_)
+        return self._params[key]
+
+    def close(self) -> None:
+        """FaceEncoder.close() calls this; the shared inner estimator is closed by its owner."""
+
+    def close_inner(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close:
+            close()
+
+
+@dataclass
+class FvRun:
+    """One setting on one clip."""
+
+    outputs: dict[int, np.ndarray]
+    """Frame index -> what the receiver shows, for the requested frames."""
+    references: dict[int, np.ndarray]
+    """Frame index -> the encoder's crop of that frame (its box at that time)."""
+    boxes: list[CropBox]
+    """The encoder's box after each input frame."""
+    messages: list[Message]
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def run_setting(frames: list[np.ndarray], clip_fps: float, fallback_box: CropBox, profile: str, size: int,
+                setting: FvSetting, estimator: Estimator, want: set[int],
+                weights: Path | None = None) -> FvRun:
+    """Encoder -> decoder in memory (like codec.loopback.run), rendering only the frames in `want`.
+
+    The decoder renders newest-packet-wins and every parameter packet is absolute, so rendering
+    frame i after all packets up to i gives exactly what a receiver rendering every frame shows at i,
+    while skipping the renders nobody scores."""
+    now = [0.0]
+    enc = FaceEncoder(profile, size, clip_fps / setting.every, keyframe_crf=setting.keyframe_crf,
+                      quant=QuantSpec().scaled(setting.quant), weights=weights, estimator=estimator)
+    dec = FaceDecoder(weights, clock=lambda: now[0])  # capture-time clock: no-face fades are reproducible
+    outputs: dict[int, np.ndarray] = {}
+    refs: dict[int, np.ndarray] = {}
+    boxes: list[CropBox] = []
+    messages: list[Message] = []
+    shown: np.ndarray | None = None
+    try:
+        for i, frame in enumerate(frames):
+            now[0] = i / clip_fps
+            if i % setting.every == 0:
+                for p in enc.encode(frame, int(round(i * 1000 / clip_fps))):
+                    messages.append(Message(len(p.data), isinstance(wire.decode(p.data), wire.KeyframeChunk)))
+                    for reply in dec.receive(p.data):
+                        enc.receive(reply.data)  # keyframe acks go upstream; not counted (other direction)
+            box = enc.box or fallback_box
+            boxes.append(box)
+            if i in want:
+                out = dec.render()
+                shown = out if out is not None else shown
+                outputs[i] = shown if shown is not None else np.full((size, size, 3), NO_OUTPUT_GREY, np.uint8)
+                # == enc.last_crop for every frame the encoder cropped; held frames use the box in force
+                refs[i] = crop(frame, box, size)
+        stats = {"keyframes": enc.stats.keyframes, "params_sent": enc.stats.params_sent,
+                 "no_face_frames": enc.stats.no_face_frames, "frames_encoded": enc.stats.frames,
+                 "rendered": dec.stats.rendered, "bad_packets": dec.stats.bad_packets}
+    finally:
+        enc.close()
+    return FvRun(outputs, refs, boxes, messages, stats)
+
+
+def make_caching_estimator(profile: str, size: int, weights: Path | None) -> CachingEstimator:
+    return CachingEstimator(make_estimator(profile, size, weights))
+
+
+def setting_dict(s: FvSetting) -> dict[str, float | int]:
+    return asdict(s)

@@ -1,0 +1,192 @@
+"""What loss, reordering, duplication and delay on the parameter channel do to the picture, frame by frame.
+
+    python benchmarks/loss.py --clip ../shared/data/raw/DPE/s.mp4 --frames 150 --out results/loss
+
+The clip is encoded once through codec.loopback (mesh profile, lossless: the reference
+output). The packets the encoder sent are then replayed, tick by tick, through
+codec.lossy.LossyLink under each impairment into a fresh decoder (an impairment of the
+unordered parameter channel does not change what the encoder sends; the keyframe request
+path is exercised in tests/test_loss.py). Per setting it prints frames rendered, dropped
+(parameter packets never rendered), recovered (frames whose output equals the lossless
+output again right after one that did not), identical frames, and mean PSNR against the
+lossless output (identical frames count as PSNR_CAP_DB). It writes loss_frames.csv and
+loss.png (per-frame PSNR) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from codec import loopback, lossy
+from codec.api import Encoder, Packet
+from codec.decoder import FaceDecoder
+from codec.encoder import FaceEncoder
+from codec.lossy import Impairment, LossyLink, TickClock
+
+DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "DPE" / "s.mp4"
+DEFAULT_FRAMES = 150
+PSNR_CAP_DB = 60.0  # identical frames: a finite value so means stay meaningful
+SEED = 11
+
+SETTINGS: dict[str, Impairment] = {
+    "loss 0%": Impairment(seed=SEED),
+    "loss 5%": Impairment(loss=0.05, seed=SEED),
+    "loss 10%": Impairment(loss=0.10, seed=SEED),
+    "loss 20%": Impairment(loss=0.20, seed=SEED),
+    "loss 30%": Impairment(loss=0.30, seed=SEED),
+    "burst 8/50": Impairment(burst_every=50, burst_len=8, seed=SEED),  # 0.32 s outage every 2 s
+    "reorder 20%": Impairment(reorder=0.2, reorder_ticks=2, seed=SEED),
+    "duplicate 20%": Impairment(duplicate=0.2, seed=SEED),
+    "delay 2 + jitter 0-2": Impairment(delay_ticks=2, jitter_ticks=2, seed=SEED),
+    "all: 10% loss, reorder, dup, jitter": Impairment(loss=0.1, reorder=0.1, duplicate=0.1, jitter_ticks=1,
+                                                      seed=SEED),
+}
+
+
+class Recorder(Encoder):
+    """Wraps the encoder, keeping each frame's packets; replays them later in the same order."""
+
+    def __init__(self, inner: FaceEncoder) -> None:
+        self.inner, self.sent = inner, []
+
+    def encode(self, frame: np.ndarray, capture_ms: int) -> list[Packet]:
+        packets = self.inner.encode(frame, capture_ms)
+        self.sent.append(packets)
+        return packets
+
+    def receive(self, data: bytes) -> list[Packet]:
+        return self.inner.receive(data)
+
+
+class Replay(Encoder):
+    """Sends the recorded packets of frame i for the i-th frame (the frame itself is ignored)."""
+
+    def __init__(self, sent: list[list[Packet]]) -> None:
+        self.sent, self.i = sent, 0
+
+    def encode(self, frame: np.ndarray, capture_ms: int) -> list[Packet]:
+        self.i += 1
+        return self.sent[self.i - 1]
+
+    def receive(self, data: bytes) -> list[Packet]:
+        return []
+
+
+@dataclass
+class Result:
+    """One setting's figures."""
+
+    name: str
+    """Setting label."""
+    rendered: int
+    """Frames the decoder rendered."""
+    dropped: int
+    """Parameter packets sent but never rendered."""
+    recovered: int
+    """Frames equal to the lossless output right after a frame that was not."""
+    identical: int
+    """Frames equal to the lossless output."""
+    psnr_db: float
+    """Mean PSNR against the lossless output (identical frames count as PSNR_CAP_DB)."""
+    psnr: list[float]
+    """Per-frame PSNR."""
+    own: list[bool]
+    """Per frame: the receiver shows this frame's own parameters."""
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * np.log10(255.0 ** 2 / mse))
+
+
+def read(clip: Path, n: int) -> tuple[list[np.ndarray], float]:
+    with av.open(str(clip)) as c:
+        rate = c.streams.video[0].average_rate
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(n), c.decode(video=0), strict=False)]
+    return frames, float(rate) if rate else 25.0
+
+
+def run_setting(name: str, imp: Impairment, sent: list[list[Packet]], reference: list[np.ndarray],
+                fps: float) -> Result:
+    clock = TickClock()
+    dec = FaceDecoder(clock=clock)
+    out = list(lossy.run([np.zeros(1)] * len(sent), Replay(sent), dec, fps, LossyLink(imp), clock))
+    scores, own, identical, recovered = [], [], 0, 0
+    prev_same = True
+    for f, ref in zip(out, reference, strict=True):
+        same = f.output is not None and np.array_equal(f.output, ref)
+        scores.append(psnr(f.output, ref) if f.output is not None else 0.0)
+        own.append(f.shown_capture_ms == f.capture_ms)
+        identical += same
+        recovered += same and not prev_same
+        prev_same = same
+    n_params = sum(any(not p.reliable for p in packets) for packets in sent)
+    return Result(name, dec.stats.rendered, n_params - dec.stats.rendered, recovered, identical,
+                  float(np.mean(scores)), scores, own)
+
+
+def plot(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(results), 1, figsize=(10, 1.3 * len(results)), sharex=True)
+    for ax, r in zip(np.atleast_1d(axes), results, strict=True):
+        ax.plot(r.psnr, lw=0.8)
+        lost = [i for i, o in enumerate(r.own) if not o]
+        ax.scatter(lost, [PSNR_CAP_DB + 3] * len(lost), s=4, c="red", marker="|")
+        ax.set_ylim(10, PSNR_CAP_DB + 6)
+        ax.set_ylabel("dB", fontsize=7)
+        ax.set_title(f"{r.name}: mean {r.psnr_db:.1f} dB, {r.recovered} recoveries (red: frame not shown)",
+                     fontsize=8, loc="left")
+        ax.tick_params(labelsize=7)
+    np.atleast_1d(axes)[-1].set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
+    ap.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
+    ap.add_argument("--out", type=Path, default=Path("results/loss"))
+    a = ap.parse_args(argv)
+    if not a.clip.is_file():
+        print(f"loss: no clip at {a.clip}", file=sys.stderr)
+        return 1
+    frames, fps = read(a.clip, a.frames)
+    encoder = FaceEncoder(fps=fps)
+    recorder = Recorder(encoder)
+    reference = [f.output for f in loopback.run(frames, recorder, FaceDecoder(), fps)]
+    encoder.close()
+    if any(r is None for r in reference):
+        print("loss: the lossless run shows nothing for some frames (no face?)", file=sys.stderr)
+        return 1
+    results = [run_setting(name, imp, recorder.sent, reference, fps) for name, imp in SETTINGS.items()]
+    print(f"{len(frames)} frames of {a.clip.name} at {fps:g} fps; {encoder.stats.keyframes} keyframe(s)")
+    print(f"{'setting':38s} {'rendered':>8s} {'dropped':>8s} {'recovered':>9s} {'identical':>9s} {'PSNR dB':>8s}")
+    for r in results:
+        print(f"{r.name:38s} {r.rendered:8d} {r.dropped:8d} {r.recovered:9d} {r.identical:9d} {r.psnr_db:8.2f}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    with (a.out / "loss_frames.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["setting", "frame", "own_params_shown", "psnr_db"])
+        for r in results:
+            w.writerows([r.name, i, int(o), f"{p:.3f}"] for i, (o, p) in enumerate(zip(r.own, r.psnr, strict=True)))
+    plot(results, a.out / "loss.png")
+    print(f"wrote {a.out / 'loss_frames.csv'} and {a.out / 'loss.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

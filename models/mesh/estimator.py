@@ -1,0 +1,45 @@
+"""Estimator of the `mesh` profile: MediaPipe face mesh -> pose and expression."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from codec.api import NoFaceError
+from codec.params import FrameParams
+from models.face import FaceMesh
+from models.mesh import expression
+from models.mesh import landmarks as wire_landmarks
+from models.mesh.rig import Rig
+
+
+class MeshEstimator:
+    """codec.api.Estimator for the mesh profile."""
+
+    n_expr = expression.N_EXPR
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.rig: Rig | None = None
+        self._still = FaceMesh(video=False)  # keyframes: each image on its own
+        self._video = FaceMesh(video=True)  # frames: tracking is faster and steadier
+        self.last_landmarks: np.ndarray | None = None
+        """Landmarks of the last estimated frame (for diagnostics and keyframe decisions)."""
+
+    def set_keyframe(self, image: np.ndarray) -> bytes:
+        lm = self._still.landmarks(image)
+        if lm is None:
+            raise NoFaceError("no face in the keyframe")
+        aux = wire_landmarks.encode(lm)
+        self.rig = Rig(wire_landmarks.decode(aux, self.size), self.size)
+        return aux
+
+    def estimate(self, crop: np.ndarray) -> FrameParams | None:
+        if self.rig is None:
+            raise RuntimeError("estimate before set_keyframe")
+        lm = self._video.landmarks(crop)
+        self.last_landmarks = lm
+        return None if lm is None else self.rig.params(lm)
+
+    def close(self) -> None:
+        self._still.close()
+        self._video.close()

@@ -1,0 +1,244 @@
+"""Mesh renderer: a dense piecewise-affine warp of the keyframe driven by the moved mesh.
+
+The 468 face landmarks alone cover too little of the frame (hair, neck, shoulders and
+background are most of it), so the mesh is extended: rings of points around the face
+oval move with the head (fading to partial motion further out, and less below the chin,
+where the neck is), and points on the frame border stay fixed. A ring point's motion is
+split into the head's rotation/scale and its translation, each with its own share (they
+measure best equal today; a body that sways with the head would want more translation).
+The whole frame is triangulated once per keyframe (Delaunay); each frame, triangles are
+rasterised far-to-near into a triangle-index map, every pixel gets the source position
+through its triangle's affine map (one gather and two multiply-adds, vectorised), and torch
+grid_sample (CUDA when available) fetches the pixels.
+
+The background must not be dragged along by the head: the keyframe is split once, with
+MediaPipe selfie segmentation, into the person (a hard matte, warped with the colours) and
+a still background (the keyframe with the person filled in from around it), and each frame
+is the warped person over that background. Where the head leaves, the background shows.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from scipy.spatial import Delaunay
+
+from codec.params import FrameParams
+from models.face import _mediapipe, quiet_native_stderr
+from models.mesh import landmarks as wire_landmarks
+from models.mesh.rig import Rig
+
+FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
+                      377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103,
+                      67, 109])
+# Each ring beyond the oval: (radius factor from the head centre, share of the head's
+# rotation/scale motion, share of its translation).
+RINGS = ((1.2, 1.0, 1.0), (1.45, 0.85, 0.85), (1.75, 0.6, 0.6), (2.4, 0.25, 0.25))
+NECK_FOLLOW_ROT = 0.7  # below the chin, rings follow the head's rotation this much less (the neck stays)
+NECK_FOLLOW_TRANS = 0.5  # ... and its translation this much less
+RING_DEPTH = 1.0  # ring points sit behind the face by this share of their distance out
+BORDER_POINTS = 8  # fixed points per frame edge
+BORDER_MARGIN = 0.04  # ring points closer than this share of the frame to a border are dropped
+SUBPIXEL_BITS = 4  # cv2 fillConvexPoly precision
+# torch intra-op threads for the CPU render: a 256x256 frame is too small to gain from more,
+# and OpenMP workers spinning against the face tracker (or any other busy core) made the
+# render 5-8x slower (16 ms -> 110-130 ms median with 2 threads on a 2-core machine).
+CPU_RENDER_THREADS = 1
+SEGMENT_BACKGROUND = True  # keep the keyframe's background still, behind the warped person
+SEGMENT_THRESHOLD = 0.5  # selfie-segmentation confidence above which a pixel is the person
+SEGMENT_DILATE_PX = 2  # grow the person matte so the hair fringe moves with the head
+SEGMENT_MODEL = 0  # MediaPipe selfie segmentation: 0 = general (256x256 input), 1 = landscape
+
+
+_segmenter_lock = threading.Lock()
+_segmenter = None
+
+
+def preload() -> None:
+    """Load the background segmenter now. MediaPipe's import takes seconds and holds the GIL:
+    the receiver calls this before it listens, so no call ever waits on it (or starves)."""
+    _shared_segmenter()
+
+
+def _shared_segmenter() -> Any:  # a MediaPipe solution object
+    global _segmenter
+    with _segmenter_lock:
+        if _segmenter is None:
+            mp = _mediapipe()
+            with quiet_native_stderr():
+                _segmenter = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=SEGMENT_MODEL)
+                _segmenter.process(np.zeros((64, 64, 3), np.uint8))
+        return _segmenter
+
+
+def fill_holes(image: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """image (H, W, C) float32 with the pixels where known == 0 filled smoothly from the known ones.
+
+    Push-pull: average the known pixels down a pyramid, fill each level's holes from the
+    coarser level. Cheap (a few ms at 256x256), once per keyframe."""
+    h, w = known.shape
+    if known.all() or not known.any() or min(h, w) <= 2:
+        return image if known.any() else np.zeros_like(image)
+    half = (max(1, w // 2), max(1, h // 2))
+    weight = known.astype(np.float32)
+    small_w = cv2.resize(weight, half, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image * weight[..., None], half, interpolation=cv2.INTER_AREA)
+    small = small.reshape(half[1], half[0], -1) / np.maximum(small_w, 1e-6)[..., None]
+    coarse = fill_holes(small, small_w > 0).reshape(half[1], half[0], -1)
+    up = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+    return np.where(known[..., None], image, up)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class MeshRenderer:
+    """Renderer of the `mesh` profile (codec.api.Renderer)."""
+
+    def __init__(self, size: int, device: torch.device | None = None,
+                 segment_background: bool | None = None) -> None:
+        self.size = size
+        self.device = device or _device()
+        self.segment_background = SEGMENT_BACKGROUND if segment_background is None else segment_background
+        """Keep the keyframe's background still (selfie segmentation of each keyframe)."""
+        self.rig: Rig | None = None
+        self._key: torch.Tensor | None = None  # (1, 4, S, S) float32: RGB and the person matte
+        self._background: torch.Tensor | None = None  # (1, 3, S, S) keyframe with the person filled in
+        self._segmenter = _shared_segmenter() if self.segment_background else None
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+        self._xs, self._ys = xs, ys  # pixel centres, continuous coords
+
+    def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
+        if image.shape != (self.size, self.size, 3):
+            raise ValueError(f"keyframe is {image.shape}, expected ({self.size}, {self.size}, 3)")
+        self.set_rig(Rig(wire_landmarks.decode(aux, self.size), self.size), image)
+
+    def set_rig(self, rig: Rig, image: np.ndarray) -> None:
+        self.rig = rig
+        self._set_layers(image, segment=self.segment_background)
+        self._build_mesh(rig)
+
+    def wait_segmenter(self, timeout_s: float) -> bool:
+        """True when the background segmenter is in use (it is loaded before the first keyframe)."""
+        return self._segmenter is not None
+
+    def _set_layers(self, image: np.ndarray, segment: bool) -> None:
+        """Warped layer (RGB + person matte) and still background of a keyframe."""
+        rgb = np.ascontiguousarray(image).astype(np.float32)
+        matte = self._person_matte(image) if segment else np.ones(image.shape[:2], np.float32)
+        # Hard 0/1 matte and a background equal to the keyframe wherever the matte is 0: with
+        # zero motion the composite is exactly the keyframe, whatever the segmentation says.
+        background = fill_holes(rgb, matte == 0) if matte.any() else rgb
+        stack = np.concatenate([rgb, matte[..., None]], 2)
+        self._key = torch.from_numpy(stack).to(self.device).permute(2, 0, 1)[None].contiguous()
+        self._background = torch.from_numpy(background).to(self.device).permute(2, 0, 1).contiguous()
+
+    def _person_matte(self, image: np.ndarray) -> np.ndarray:
+        """(S, S) float32 1 on the person (dilated), 0 on the background; all 1 when disabled."""
+        if not self.segment_background or self._segmenter is None:
+            return np.ones(image.shape[:2], np.float32)
+        with _segmenter_lock:  # one MediaPipe graph, shared by every renderer of the process
+            conf = self._segmenter.process(np.ascontiguousarray(image)).segmentation_mask
+        matte = (conf > SEGMENT_THRESHOLD).astype(np.uint8)
+        if SEGMENT_DILATE_PX > 0:
+            k = 2 * SEGMENT_DILATE_PX + 1
+            matte = cv2.dilate(matte, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        return matte.astype(np.float32)
+
+    def _build_mesh(self, rig: Rig) -> None:
+        s = self.size
+        c = rig.center
+        oval = rig.landmarks[FACE_OVAL]
+        down = rig.landmarks[152, :2] - rig.landmarks[168, :2]
+        down /= np.linalg.norm(down) + 1e-9
+        pts, f_rot, f_trans = [], [], []
+        for factor, follow_rot, follow_trans in RINGS:
+            d = oval - c
+            p = c + d * factor
+            p[:, 2] = oval[:, 2] + RING_DEPTH * (factor - 1) * np.linalg.norm(d[:, :2], axis=1)
+            below = np.clip((d[:, :2] @ down) / (np.linalg.norm(d[:, :2], axis=1) + 1e-9), 0, 1)
+            pts.append(p)
+            f_rot.append(follow_rot * (1 - NECK_FOLLOW_ROT * below))
+            f_trans.append(follow_trans * (1 - NECK_FOLLOW_TRANS * below))
+        ring, ring_rot, ring_trans = np.concatenate(pts), np.concatenate(f_rot), np.concatenate(f_trans)
+        m = BORDER_MARGIN * s
+        keep = np.all((ring[:, :2] > m) & (ring[:, :2] < s - m), axis=1)
+        edge = np.linspace(0, s, BORDER_POINTS + 1)
+        border = np.unique(np.concatenate([
+            np.stack([edge, np.zeros_like(edge)], 1), np.stack([edge, np.full_like(edge, s)], 1),
+            np.stack([np.zeros_like(edge), edge], 1), np.stack([np.full_like(edge, s), edge], 1)]), axis=0)
+        border3 = np.concatenate([border, np.full((len(border), 1), c[2] + s)], 1)  # farthest of all
+        self._ring, self._border = ring[keep], border3
+        self._ring_rot, self._ring_trans = ring_rot[keep, None], ring_trans[keep, None]
+        verts = np.concatenate([rig.landmarks, self._ring, border3])
+        src = verts[:, :2]
+        self._tri = Delaunay(src).simplices.astype(np.int64)
+        # Source side of every triangle's affine map: (T, 2, 3) vertex columns.
+        self._src_tri = np.transpose(src[self._tri], (0, 2, 1))
+
+    def vertices(self, params: FrameParams) -> np.ndarray:
+        """Destination positions (V, 3) of all mesh vertices for the parameters."""
+        assert self.rig is not None
+        face = self.rig.move(params)
+        s, rot, t = self.rig.pose(params)
+        c = self.rig.center
+        turn = s * (self._ring - c) @ rot.T + c - self._ring  # rotation/scale part of the rigid motion
+        ring = self._ring + self._ring_rot * turn + self._ring_trans * t
+        return np.concatenate([face, ring, self._border])
+
+    def _triangle_ids(self, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(S, S) triangle index of every pixel (len(tri) where none) and (T+1, 6) affine maps."""
+        tri_dst = dst[self._tri]  # (T, 3, 3)
+        # Affine dst -> src per triangle: src = S_tri @ inv([dst_tri; 1]).
+        homog = np.concatenate([np.transpose(tri_dst[:, :, :2], (0, 2, 1)), np.ones((len(tri_dst), 1, 3))], 1)
+        det = np.linalg.det(homog)
+        ok = np.abs(det) > 1e-6  # degenerate triangles are never drawn
+        inv = np.zeros_like(homog)
+        inv[ok] = np.linalg.inv(homog[ok])
+        affine = np.empty((len(inv) + 1, 6), np.float32)
+        affine[:-1] = (self._src_tri @ inv).reshape(-1, 6)
+        affine[-1] = (1, 0, 0, 0, 1, 0)  # pixels no triangle covers stay where they are
+        ids = np.full((self.size, self.size), len(inv), np.int32)
+        order = np.argsort(-tri_dst[:, :, 2].mean(1))  # far first, near last: near wins
+        corners = np.rint((tri_dst[:, :, :2] - 0.5) * (1 << SUBPIXEL_BITS)).astype(np.int32)
+        fill = cv2.fillConvexPoly
+        for i in order[ok[order]].tolist():
+            fill(ids, corners[i], i, cv2.LINE_8, SUBPIXEL_BITS)
+        return ids, affine
+
+    def source_map(self, params: FrameParams) -> np.ndarray:
+        """(S, S, 2) source position of every output pixel, continuous pixel coordinates."""
+        ids, affine = self._triangle_ids(self.vertices(params))
+        a = affine[ids]  # (S, S, 6)
+        out = np.empty((self.size, self.size, 2), np.float32)
+        out[..., 0] = a[..., 0] * self._xs + a[..., 1] * self._ys + a[..., 2]
+        out[..., 1] = a[..., 3] * self._xs + a[..., 4] * self._ys + a[..., 5]
+        return out
+
+    def render(self, params: FrameParams) -> np.ndarray:
+        if self.rig is None or self._key is None or self._background is None:
+            raise RuntimeError("render before the first keyframe")
+        src = self.source_map(params)
+        if self.device.type != "cpu":
+            return self._sample(src)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(CPU_RENDER_THREADS)
+        try:
+            return self._sample(src)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _sample(self, src: np.ndarray) -> np.ndarray:
+        assert self._key is not None and self._background is not None
+        grid = (torch.from_numpy(src).to(self.device) * (2.0 / self.size) - 1.0)[None]
+        warped = torch.nn.functional.grid_sample(self._key, grid, mode="bilinear", padding_mode="border",
+                                                 align_corners=False)[0]
+        # The warped person over the still background (where the matte is all 1, just the warp).
+        out = torch.lerp(self._background, warped[:3], warped[3:])
+        # +0.5 then truncation rounds; uint8 before the permute keeps the copy small.
+        return out.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()

@@ -1,0 +1,162 @@
+"""Fuzzing the packet decoder: structured near-valid msgpack (hypothesis) and a mutated golden corpus.
+
+A crash is any exception other than WireError from codec.wire.decode, and any exception at
+all from FaceDecoder.receive (or from the render that follows). benchmarks/fuzz.py runs the
+same idea at 100k+ cases; this is the ~2k-case version for every test run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codec import keyframe, wire
+from codec.decoder import FaceDecoder
+from codec.encoder import pack_keyframe
+from codec.params import FrameParams, QuantSpec
+from models.face import CropBox
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SIZE = 32
+N_EXPR = 2
+HYPOTHESIS_CASES = 200
+MUTATION_CASES = 2000
+MUTATION_SEED = 1234
+
+
+class NullRenderer:
+    """A renderer that checks what it gets, like a real one would rely on."""
+
+    def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
+        if image.shape != (SIZE, SIZE, 3):
+            raise ValueError("keyframe size")
+
+    def render(self, params: FrameParams) -> np.ndarray:
+        assert len(params.expression) == N_EXPR and np.all(np.isfinite(params.vector()))
+        return np.zeros((SIZE, SIZE, 3), np.uint8)
+
+
+def session() -> tuple[FaceDecoder, list[bytes]]:
+    """A decoder with a header and a keyframe in place, and the valid messages that set it up."""
+    dec = FaceDecoder(renderer_factory=lambda h: NullRenderer() if h.profile == "mesh" and h.size == SIZE
+                      else (_ for _ in ()).throw(ValueError(f"cannot render {h.profile} at {h.size}")))
+    image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    kf = pack_keyframe(keyframe.encode(image), b"", CropBox(0, 0, SIZE))
+    msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, N_EXPR, QuantSpec().to_list()))]
+    msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
+    msgs += [wire.encode(wire.Params(1, 40, 0, wire.Flags.NONE, np.zeros(6 + N_EXPR, np.int8)))]
+    for m in msgs:
+        dec.receive(m)
+    dec.render()
+    return dec, msgs
+
+
+def check(dec: FaceDecoder, data: bytes) -> None:
+    try:
+        wire.decode(data)
+    except wire.WireError as exc:
+        assert "\n" not in str(exc) and str(exc)
+    dec.receive(data)
+    dec.poll()
+    if dec.pending():
+        dec.render()
+
+
+TAGS = st.sampled_from([0x11, 0x12, 0x13, 0x14, 0x10, 0x15, 0x1F, 0x21, 0x01, -1, 255, 2**40])
+SCALARS = st.one_of(st.integers(-2**63, 2**64 - 1), st.integers(-3, 300), st.binary(max_size=300),
+                    st.text(max_size=40), st.floats(allow_nan=True), st.none(), st.booleans())
+VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=6),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=6)),
+                      max_leaves=12)
+HEADER_MAPS = st.fixed_dictionaries(
+    {"profile": st.sampled_from(["mesh", "fv2v", "", "1x", "mesh" * 70]), "size": st.integers(-1, 5000),
+     "fps": st.one_of(st.floats(allow_nan=True), st.integers(-5, 500)),
+     "n_expr": st.integers(-1, 300), "steps": st.lists(st.floats(-1, 2000), max_size=6)},
+    optional={"model": VALUES, "epoch_ms": st.integers(-1, 2**64 - 1)})
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(["params", "chunk", "control", "header", "any"]))
+    if kind == "params":
+        body = [0x13, draw(st.integers(-1, 70000)), draw(st.integers(-1, 2**33)), draw(st.integers(-1, 300)),
+                draw(st.integers(-1, 3)), draw(st.one_of(st.binary(max_size=250), VALUES))]
+    elif kind == "chunk":
+        count = draw(st.integers(-1, 200))
+        body = [0x12, draw(st.integers(-1, 300)), draw(st.integers(-1, 200)), count,
+                draw(st.one_of(st.binary(max_size=64), VALUES))]
+    elif kind == "control":
+        body = [0x14, draw(st.integers(-2, 6)), draw(st.integers(-2**40, 2**40))]
+    elif kind == "header":
+        body = [0x11, draw(st.one_of(HEADER_MAPS, VALUES))]
+    else:
+        body = [draw(TAGS), *draw(st.lists(VALUES, max_size=7))]
+    if draw(st.booleans()):  # drop or add a field
+        body = body[:-1] if draw(st.booleans()) else [*body, draw(VALUES)]
+    return msgpack.packb(body, use_bin_type=draw(st.booleans()))
+
+
+@settings(max_examples=HYPOTHESIS_CASES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.lists(near_valid(), min_size=1, max_size=4))
+def test_structured_near_valid_messages_never_crash(data: list[bytes]) -> None:
+    dec, _ = session_cached()
+    for d in data:
+        check(dec, d)
+
+
+_SESSION: list[tuple[FaceDecoder, list[bytes]]] = []
+
+
+def session_cached() -> tuple[FaceDecoder, list[bytes]]:
+    if not _SESSION:
+        _SESSION.append(session())
+    return _SESSION[0]
+
+
+def mutate(rng: np.random.Generator, data: bytes, corpus: list[bytes]) -> bytes:
+    b = bytearray(data)
+    for _ in range(int(rng.integers(1, 4))):
+        op = int(rng.integers(0, 7))
+        pos = int(rng.integers(0, len(b) + 1))
+        if op == 0 and b:  # flip a bit
+            i = pos % len(b)
+            b[i] ^= 1 << int(rng.integers(0, 8))
+        elif op == 1 and b:  # an interesting byte
+            b[pos % len(b)] = int(rng.choice([0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x13]))
+        elif op == 2:
+            b[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
+        elif op == 3 and b:
+            del b[pos:pos + int(rng.integers(1, 9))]
+        elif op == 4:
+            b = b[:pos]
+        elif op == 5:  # splice with another message
+            other = corpus[int(rng.integers(0, len(corpus)))]
+            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)):]
+        else:  # a huge length field
+            b[pos:pos] = bytes([0xC6]) + int(rng.integers(0, 2**32)).to_bytes(4, "big")
+    return bytes(b)
+
+
+def test_mutated_golden_corpus_never_crashes() -> None:
+    dec, valid = session()
+    corpus = [p.read_bytes() for p in sorted(GOLDEN.glob("*.bin"))] + valid
+    assert len(corpus) >= 5
+    rng = np.random.default_rng(MUTATION_SEED)
+    for _ in range(MUTATION_CASES):
+        check(dec, mutate(rng, corpus[int(rng.integers(0, len(corpus)))], corpus))
+    assert dec.stats.bad_packets > MUTATION_CASES // 4
+    # After all that, the session still works: a valid packet renders.
+    dec.receive(wire.encode(wire.Params(60000, 0, 0, wire.Flags.NONE, np.ones(6 + N_EXPR, np.int8))))
+    assert dec.header is not None
+
+
+def test_unknown_profile_header_is_reported_not_raised() -> None:
+    dec = FaceDecoder(renderer_factory=lambda h: (_ for _ in ()).throw(RuntimeError("no weights for fv2v")))
+    replies = dec.receive(wire.encode(wire.Header("fv2v", 256, 25.0, 0, QuantSpec().to_list())))
+    assert dec.error == "no weights for fv2v" and dec.header is None
+    assert [wire.decode(r.data) for r in replies] == [wire.ControlMessage(wire.Control.BYE, 0)]
+    assert dec.receive(wire.encode(wire.Params(1, 0, 0, wire.Flags.NONE, np.zeros(6, np.int8)))) == []

@@ -1,0 +1,158 @@
+"""The mesh profile: rig round trips, expression fit, renderer exactness and motion, a real face."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from codec.params import FrameParams, QuantSpec, dequantize, quantize
+from models.face import N_LANDMARKS
+from models.mesh import expression
+from models.mesh.pose import STABLE
+from models.mesh.renderer import FACE_OVAL, MeshRenderer
+from models.mesh.rig import Rig
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SIZE = 256  # crop side, px
+FACE_CENTRE = (128.0, 118.0)  # synthetic face centre, px
+FACE_RADII = (46.0, 62.0)  # synthetic face half width and half height, px
+SHIFT_PX = 8  # translation test, px (exactly 4 steps of the wire quantization at 256)
+REAL_CLIP = "raw/DPE/s.mp4"
+REAL_FRAMES = 40
+SEGMENTER_WAIT_S = 60.0  # loading MediaPipe's selfie segmentation, s
+
+# Named landmarks of the synthetic face, in face radii from its centre (x right, y down).
+_NAMED = {
+    168: (0.0, -0.3), 1: (0.0, 0.1), 4: (0.0, 0.05), 6: (0.0, -0.2),
+    33: (-0.65, -0.3), 133: (-0.25, -0.3), 362: (0.25, -0.3), 263: (0.65, -0.3),
+    159: (-0.45, -0.4), 386: (0.45, -0.4), 105: (-0.45, -0.58), 334: (0.45, -0.58),
+    61: (-0.4, 0.45), 291: (0.4, 0.45), 13: (0.0, 0.42), 14: (0.0, 0.49),
+}
+
+
+def synthetic_landmarks(seed: int = 0) -> np.ndarray:
+    """(468, 3) px: a face-like layout (oval on an ellipse, eyes, brows, lips where a face has them).
+
+    Stands in for a tracked face where no clip and no face tracker should be needed."""
+    rng = np.random.default_rng(seed)
+    r = np.sqrt(rng.uniform(0, 0.85, N_LANDMARKS))
+    theta = rng.uniform(0, 2 * np.pi, N_LANDMARKS)
+    unit = np.stack([r * np.cos(theta), r * np.sin(theta)], 1)
+    angles = -np.pi / 2 + 2 * np.pi * np.arange(len(FACE_OVAL)) / len(FACE_OVAL)  # clockwise from the top
+    unit[FACE_OVAL] = np.stack([np.cos(angles), np.sin(angles)], 1)
+    for lids, corners in ((expression.RIGHT_UPPER_LID, (-0.65, -0.25)),
+                          (expression.LEFT_UPPER_LID, (0.25, 0.65))):
+        unit[lids] = np.stack([np.linspace(*corners, len(lids)), np.full(len(lids), -0.38)], 1)
+    unit[expression.UPPER_LIP] = np.stack([np.linspace(-0.35, 0.35, len(expression.UPPER_LIP)),
+                                           np.full(len(expression.UPPER_LIP), 0.40)], 1)
+    unit[expression.LOWER_LIP] = np.stack([np.linspace(-0.35, 0.35, len(expression.LOWER_LIP)),
+                                           np.full(len(expression.LOWER_LIP), 0.52)], 1)
+    for index, xy in _NAMED.items():
+        unit[index] = xy
+    unit += rng.normal(0, 0.01, unit.shape)  # no exactly collinear rows of points
+    xy = np.array(FACE_CENTRE) + unit * np.array(FACE_RADII)
+    z = -25.0 * np.sqrt(np.clip(1 - (unit ** 2).sum(1), 0, 1))  # a dome: the nose is nearest
+    return np.concatenate([xy, z[:, None]], 1)
+
+
+def textured_image(seed: int = 1) -> np.ndarray:
+    """Smooth random colour texture (S, S, 3) uint8: every shift of it is visible."""
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(0, 255, (SIZE // 8, SIZE // 8, 3)).astype(np.float32)
+    return np.clip(cv2.resize(noise, (SIZE, SIZE), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-10))
+
+
+@pytest.fixture(scope="module")
+def rig() -> Rig:
+    return Rig(synthetic_landmarks(), SIZE)
+
+
+@pytest.mark.parametrize("segment", [True, False])
+def test_zero_params_reproduce_keyframe(rig: Rig, segment: bool) -> None:
+    image = textured_image()
+    renderer = MeshRenderer(SIZE, segment_background=segment)
+    if segment:
+        assert renderer.wait_segmenter(SEGMENTER_WAIT_S)
+    renderer.set_rig(rig, image)
+    out = renderer.render(FrameParams(expression=np.zeros(expression.N_EXPR, np.float32)))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert int(np.abs(out.astype(int) - image).max()) <= 1
+
+
+def test_translation_moves_face(rig: Rig) -> None:
+    image = textured_image()
+    renderer = MeshRenderer(SIZE, segment_background=False)  # a texture is not a person: no matte
+    renderer.set_rig(rig, image)
+    out = renderer.render(FrameParams(tx=SHIFT_PX / SIZE, expression=np.zeros(expression.N_EXPR, np.float32)))
+    # Inside the face (well clear of its outline) every pixel moved right by SHIFT_PX.
+    cx, cy = FACE_CENTRE
+    rx, ry = FACE_RADII
+    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    inside = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 < 0.6 ** 2
+    moved = np.roll(image, SHIFT_PX, axis=1)
+    assert int(np.abs(out[inside].astype(int) - moved[inside]).max()) <= 1
+    assert np.abs(out[inside].astype(int) - image[inside]).mean() > 5  # it did move
+
+
+def test_expression_fit_recovers_coefficients(rig: Rig) -> None:
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        coeffs = rng.uniform(-4, 4, expression.N_EXPR)  # px
+        field = expression.apply(rig.basis, coeffs)
+        fitted = expression.fit_matrix(rig.basis) @ field.reshape(-1)
+        np.testing.assert_allclose(fitted, coeffs, atol=0.05)
+
+
+def test_rig_round_trip(rig: Rig) -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        p = FrameParams(*rng.uniform(-20, 20, 3), *rng.uniform(-0.1, 0.1, 2), rng.uniform(-0.2, 0.2),
+                        expression=(rng.uniform(-3, 3, expression.N_EXPR) / SIZE).astype(np.float32))
+        back = rig.params(rig.move(p))
+        np.testing.assert_allclose(back.vector()[:6], p.vector()[:6], atol=1e-6)
+        np.testing.assert_allclose(back.expression * SIZE, p.expression * SIZE, atol=0.05)
+
+
+def test_pose_uses_stable_landmarks_only(rig: Rig) -> None:
+    moved = rig.landmarks.copy()
+    mouth = np.setdiff1d(np.arange(N_LANDMARKS), STABLE)
+    moved[mouth, 1] += 3.0  # an expression must not look like a head motion
+    p = rig.params(moved)
+    assert max(abs(p.yaw), abs(p.pitch), abs(p.roll)) < 1e-6 and abs(p.ty) < 1e-9
+
+
+def test_real_face_warp_beats_static_keyframe() -> None:
+    path = DATA / REAL_CLIP
+    if not path.is_file():
+        pytest.skip(f"real-face clips not available ({path} is missing; see shared/data/MANIFEST.md)")
+    from models.face import FaceDetector, crop
+    from models.mesh.estimator import MeshEstimator
+
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="rgb24")
+                  for _, f in zip(range(REAL_FRAMES), c.decode(video=0), strict=False)]
+    box = FaceDetector().find(frames[0])
+    assert box is not None
+    crops = [crop(f, box, SIZE) for f in frames]
+    estimator, renderer = MeshEstimator(SIZE), MeshRenderer(SIZE)
+    assert renderer.wait_segmenter(SEGMENTER_WAIT_S)
+    renderer.set_keyframe(crops[0], estimator.set_keyframe(crops[0]))
+    spec = QuantSpec()
+    warp, static = [], []
+    for frame in crops[1:]:
+        p = estimator.estimate(frame)
+        assert p is not None
+        out = renderer.render(dequantize(quantize(p, spec), spec))
+        warp.append(psnr(out, frame))
+        static.append(psnr(crops[0], frame))
+    estimator.close()
+    assert np.mean(warp) > np.mean(static) + 1.0, (np.mean(warp), np.mean(static))
