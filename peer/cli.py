@@ -77,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("fvcall-demo.mp4"), help="side-by-side video to write")
     demo.add_argument("--no-window", action="store_true", help="do not play the result in a window")
     demo.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
-    demo.add_argument("--seconds", type=float, default=8.0)
+    demo.add_argument("--seconds", type=float, default=8.0, help="length of the embedded sample")
+    demo.add_argument("--camera", help="drive the demo call from this camera index or video file instead")
+    demo.add_argument("--max-frames", type=int, help="with --camera: stop after N frames")
     demo.add_argument("--stats", type=Path, metavar="FILE.json", help="write the demo figures")
     demo.add_argument("--weights", type=Path, help="fv2v weights (safetensors)")
     demo.add_argument("--quiet", action="store_true", help="no status line")
@@ -145,8 +147,15 @@ def cmd_recv(a: argparse.Namespace) -> int:
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from peer.demo import play, run_demo, summary_line
+    from peer.sources import ArraySource, open_source
 
-    result = _run(run_demo(a.out, a.profile, a.seconds, not a.quiet, a.weights))
+    source = open_source(a.camera) if a.camera else None
+    if source is not None and a.max_frames:
+        frames = []
+        while len(frames) < a.max_frames and (frame := source.read()) is not None:
+            frames.append(frame)
+        source = ArraySource(frames, source.fps)
+    result = _run(run_demo(a.out, a.profile, a.seconds, not a.quiet, a.weights, source))
     print(summary_line(result))
     if a.stats:
         a.stats.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v

@@ -20,7 +20,7 @@ from peer import signaling
 from peer.receiver import RecvOptions, serve
 from peer.sender import SendOptions, run_sender
 from peer.sinks import VideoFileSink, WindowSink, display_available
-from peer.sources import ArraySource
+from peer.sources import ArraySource, FrameSource
 
 DEMO_SECONDS = 8.0
 
@@ -42,7 +42,15 @@ class DemoResult:
     params_bytes_per_frame: float
     """Average PARAMS packet size."""
     psnr_db: float
-    """Mean PSNR of received frames against the sent crops (matched by capture time)."""
+    """Mean PSNR of rendered frames against the sent crops they stand for (matched by capture time)."""
+    psnr_shown_db: float
+    """Mean PSNR of what the viewer saw for every sent crop (held frames where one was not rendered)."""
+    estimate_ms_p50: float | None
+    """Sender: median crop + landmarks + fit time per frame."""
+    render_ms_p50: float | None
+    """Receiver: median render time per frame."""
+    latency_ms_p50: float | None
+    """Median capture-to-render latency."""
     out: Path
     """The side-by-side video."""
 
@@ -53,8 +61,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 async def run_demo(out: Path, profile: str = "mesh", seconds: float = DEMO_SECONDS, status: bool = True,
-                   weights: Path | None = None) -> DemoResult:
-    frames = list(sample.frames(seconds))
+                   weights: Path | None = None, source: FrameSource | None = None) -> DemoResult:
+    """The call on `source` (default: the embedded sample, `seconds` long)."""
+    if source is None:
+        source = ArraySource(list(sample.frames(seconds)), sample.SAMPLE_FPS)
     preload(DEFAULT_PROFILE)
     sent: dict[int, np.ndarray] = {}
     received: dict[int, np.ndarray] = {}
@@ -65,7 +75,7 @@ async def run_demo(out: Path, profile: str = "mesh", seconds: float = DEMO_SECON
     server = asyncio.create_task(serve(recv_opts, [lambda f, ms: received.__setitem__(ms, f)],
                                        ready=port_box.set_result, on_summary=summaries.append))
     port = await asyncio.wait_for(port_box, 10)
-    encoder = FaceEncoder(profile=profile, fps=sample.SAMPLE_FPS, weights=weights)
+    encoder = FaceEncoder(profile=profile, fps=source.fps, weights=weights)
     send_opts = SendOptions(signaling.Endpoint("127.0.0.1", port), status=status, reconnect=False)
 
     def keep(ms: int, crop: np.ndarray | None) -> None:
@@ -73,28 +83,34 @@ async def run_demo(out: Path, profile: str = "mesh", seconds: float = DEMO_SECON
             sent[ms] = crop
 
     try:
-        summary = await run_sender(ArraySource(frames, sample.SAMPLE_FPS), encoder, send_opts, keep)
+        summary = await run_sender(source, encoder, send_opts, keep)
         await asyncio.wait_for(server, 15)
     finally:
         encoder.close()
         server.cancel()
-    rendered = summaries[0]["frames_rendered"] if summaries else 0
+    got = summaries[0] if summaries else {}
     scores = [psnr(received[ms], sent[ms]) for ms in sent if ms in received]
-    _write_side_by_side(out, sent, received)
-    return DemoResult(summary["frames_sent"], rendered, summary["payload_kbps"], summary["wire_kbps"],
-                      summary["keyframe_bytes"], summary["payload_bytes_per_frame"] or 0.0,
-                      float(np.mean(scores)) if scores else float("nan"), out)
+    shown_scores = _write_side_by_side(out, sent, received)
+    return DemoResult(summary["frames_sent"], got.get("frames_rendered", 0), summary["payload_kbps"],
+                      summary["wire_kbps"], summary["keyframe_bytes"], summary["payload_bytes_per_frame"] or 0.0,
+                      float(np.mean(scores)) if scores else float("nan"),
+                      float(np.mean(shown_scores)) if shown_scores else float("nan"),
+                      summary["estimate_ms_p50"], got.get("render_ms_p50"), got.get("latency_ms_p50"), out)
 
 
-def _write_side_by_side(out: Path, sent: dict[int, np.ndarray], received: dict[int, np.ndarray]) -> None:
-    """input | output per sent frame; where the output is missing, the last one shown."""
+def _write_side_by_side(out: Path, sent: dict[int, np.ndarray], received: dict[int, np.ndarray]) -> list[float]:
+    """input | output per sent frame (the last one shown where none was rendered); PSNR of each."""
+    scores = []
     sink = VideoFileSink(out)
     shown: np.ndarray | None = None
     for ms in sorted(sent):
         shown = received.get(ms, shown)
         right = shown if shown is not None else np.zeros_like(sent[ms])
+        if shown is not None:
+            scores.append(psnr(right, sent[ms]))
         sink.write(np.hstack([sent[ms], right]), ms)
     sink.close()
+    return scores
 
 
 def play(path: Path) -> None:
@@ -113,7 +129,9 @@ def play(path: Path) -> None:
 
 
 def summary_line(r: DemoResult) -> str:
+    ms = " | ".join(f"{name} {v:.1f} ms" for name, v in (("estimate", r.estimate_ms_p50), ("render", r.render_ms_p50),
+                                                        ("latency", r.latency_ms_p50)) if v is not None)
     return (f"demo: {r.frames_rendered}/{r.frames_sent} frames rendered | payload {r.payload_kbps:.2f} kbit/s "
             f"(keyframe {r.keyframe_bytes} B, {r.params_bytes_per_frame:.1f} B/frame) | wire {r.wire_kbps:.2f} "
-            f"kbit/s | PSNR {r.psnr_db:.2f} dB | wrote {r.out}")
+            f"kbit/s | {ms} | PSNR {r.psnr_db:.2f} dB rendered, {r.psnr_shown_db:.2f} dB shown | wrote {r.out}")
 
