@@ -13,6 +13,8 @@ the first frame). Rows of the table, all measured against the real crops at the 
               fv2v training crops were made.
 - ``static``  the unchanged first crop shown for every frame (the floor any renderer must beat).
 - ``mesh@S``  the mesh rows again at the codec's own size S (MS-SSIM available there), for reference.
+- ``fv2v+codec`` (--fv2v-codec) fv2v through the real codec at R like mesh (H.264 keyframe, int8 wire
+              values, keyframe refreshes), against the codec's own crops at R.
 
 Metrics: PSNR-Y (BT.601 luma, dB), SSIM (RGB, 11x11 Gaussian, pytorch_msssim), MS-SSIM (pytorch_msssim;
 None below 160 px, where 5-scale MS-SSIM is undefined: SSIM is the figure there), and keypoint distance:
@@ -96,8 +98,11 @@ class Landmarks:
 
     def __call__(self, img: np.ndarray) -> np.ndarray | None:
         side = img.shape[0]
-        big = img if side >= LANDMARK_SIZE else cv2.resize(img, (LANDMARK_SIZE, LANDMARK_SIZE),
-                                                           interpolation=cv2.INTER_CUBIC)
+        big = (
+            img
+            if side >= LANDMARK_SIZE
+            else cv2.resize(img, (LANDMARK_SIZE, LANDMARK_SIZE), interpolation=cv2.INTER_CUBIC)
+        )
         lm = self.mesh.landmarks(big)
         return None if lm is None else lm[:, :2] * (side / big.shape[0])
 
@@ -105,8 +110,9 @@ class Landmarks:
         self.mesh.close()
 
 
-def score(outs: list[np.ndarray], refs: list[np.ndarray], ref_lms: list[np.ndarray | None],
-          lms: Landmarks) -> dict[str, Any]:
+def score(
+    outs: list[np.ndarray], refs: list[np.ndarray], ref_lms: list[np.ndarray | None], lms: Landmarks
+) -> dict[str, Any]:
     """Mean metrics of outs vs refs (same length, same size), and per-frame lists."""
     ps = [psnr_y(o, r) for o, r in zip(outs, refs, strict=True)]
     s, ms = ssim_scores(outs, refs)
@@ -129,15 +135,17 @@ def score(outs: list[np.ndarray], refs: list[np.ndarray], ref_lms: list[np.ndarr
     }
 
 
-def run_mesh(frames: list[np.ndarray], fps: float, size: int) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """(real crops, mesh outputs) at `size` through the codec loopback, and codec stats."""
-    enc, dec = FaceEncoder("mesh", size=size, fps=fps), FaceDecoder()
+def run_codec(
+    profile: str, frames: list[np.ndarray], fps: float, size: int, weights: Path | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
+    """(real crops, outputs) at `size` through the codec loopback (FaceEncoder -> FaceDecoder), and stats."""
+    enc, dec = FaceEncoder(profile, size=size, fps=fps, weights=weights), FaceDecoder(weights=weights)
     refs, outs = [], []
     t0 = time.perf_counter()
     try:
         for lf in loopback(frames, enc, dec, fps):
             if enc.last_crop is None or lf.output is None:
-                raise RuntimeError(f"mesh codec showed nothing for frame {lf.index} (no face found)")
+                raise RuntimeError(f"{profile} codec showed nothing for frame {lf.index} (no face found)")
             refs.append(enc.last_crop.copy())
             outs.append(lf.output.copy())
         stats = {
@@ -177,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--per-frame", action="store_true", help="keep per-frame values in the JSON")
+    ap.add_argument(
+        "--fv2v-codec", action="store_true", help="also run fv2v through the codec loopback (row fv2v+codec)"
+    )
     args = ap.parse_args(argv)
     if not args.data.is_dir():
         print(f"skipped: no clip folder {args.data} (see ../shared/data/MANIFEST.md)", file=sys.stderr)
@@ -210,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{clip}: skipped, not found", file=sys.stderr)
                 continue
             frames, fps = read_frames(path, args.frames)
-            refs_big, mesh_big, mesh_stats = run_mesh(frames, fps, args.mesh_size)
+            refs_big, mesh_big, stats = run_codec("mesh", frames, fps, args.mesh_size)
             refs = [down(r, size) for r in refs_big]
             fv_out, fv_stats = run_fv2v(model, refs)
             rows_in = {
@@ -219,15 +230,19 @@ def main(argv: list[str] | None = None) -> int:
                 "static": ([refs[0]] * len(refs), refs),
                 f"mesh@{args.mesh_size}": (mesh_big, refs_big),
             }
-            ref_lms = {size: [lms(r) for r in refs[1:]]}
-            ref_lms[args.mesh_size] = [lms(r) for r in refs_big[1:]] if args.mesh_size != size else ref_lms[size]
+            extra = {"fv2v": fv_stats, "mesh": stats}
+            if args.fv2v_codec:  # the whole call path: H.264 keyframe, int8 wire values, refresh logic
+                c_refs, c_out, extra["fv2v+codec"] = run_codec("fv2v", frames, fps, size, args.weights)
+                rows_in["fv2v+codec"] = (c_out, c_refs)
+            ref_lms: dict[int, list[np.ndarray | None]] = {}
             rows = {}
             for name, (outs, rr) in rows_in.items():
-                rows[name] = score(outs[1:], rr[1:], ref_lms[rr[0].shape[0]], lms)
+                if id(rr) not in ref_lms:
+                    ref_lms[id(rr)] = [lms(r) for r in rr[1:]]
+                rows[name] = score(outs[1:], rr[1:], ref_lms[id(rr)], lms)
                 if not args.per_frame:
                     rows[name].pop("per_frame")
-            rows["fv2v"].update(fv_stats)
-            rows["mesh"].update(mesh_stats)
+                rows[name].update(extra.get(name, {}))
             results["clips"][clip] = rows
             print(f"{clip}: {len(frames)} frames done", file=sys.stderr, flush=True)
     finally:
@@ -245,22 +260,27 @@ def _fmt(v: float | None, spec: str) -> str:
 
 
 def print_table(results: dict[str, Any]) -> None:
-    print(f"\nfv2v {results['config']} ({results['steps']} steps, {results['model_id']}), "
-          f"{results['frames_per_clip']} frames/clip, frame 0 = keyframe (excluded)")
-    print(f"{'clip':<28} {'row':<9} {'px':>4} {'PSNR-Y dB':>9} {'SSIM':>7} {'MS-SSIM':>7} {'kp px':>7} {'kp miss':>7}")
+    print(
+        f"\nfv2v {results['config']} ({results['steps']} steps, {results['model_id']}), "
+        f"{results['frames_per_clip']} frames/clip, frame 0 = keyframe (excluded)"
+    )
+    print(f"{'clip':<28} {'row':<10} {'px':>4} {'PSNR-Y dB':>9} {'SSIM':>7} {'MS-SSIM':>7} {'kp px':>7} {'kp miss':>7}")
     means: dict[str, list[dict[str, Any]]] = {}
     for clip, rows in results["clips"].items():
         for name, r in rows.items():
             means.setdefault(name, []).append(r)
-            print(f"{clip:<28} {name:<9} {r['size']:>4} {r['psnr_y']:9.2f} {r['ssim']:7.4f} "
-                  f"{_fmt(r['ms_ssim'], '7.4f')} {_fmt(r['kp_px'], '7.2f')} {r['kp_missing']:>7}")
+            print(
+                f"{clip:<28} {name:<10} {r['size']:>4} {r['psnr_y']:9.2f} {r['ssim']:7.4f} "
+                f"{_fmt(r['ms_ssim'], '7.4f')} {_fmt(r['kp_px'], '7.2f')} {r['kp_missing']:>7}"
+            )
     summary = {}
     for name, rs in means.items():
-        m = {k: (float(np.mean([r[k] for r in rs])) if all(r[k] is not None for r in rs) else None)
-             for k in METRICS}
+        m = {k: (float(np.mean([r[k] for r in rs])) if all(r[k] is not None for r in rs) else None) for k in METRICS}
         summary[name] = m
-        print(f"{'mean':<28} {name:<9} {rs[0]['size']:>4} {m['psnr_y']:9.2f} {m['ssim']:7.4f} "
-              f"{_fmt(m['ms_ssim'], '7.4f')} {_fmt(m['kp_px'], '7.2f')}")
+        print(
+            f"{'mean':<28} {name:<10} {rs[0]['size']:>4} {m['psnr_y']:9.2f} {m['ssim']:7.4f} "
+            f"{_fmt(m['ms_ssim'], '7.4f')} {_fmt(m['kp_px'], '7.2f')}"
+        )
     results["mean"] = summary
 
 

@@ -1,8 +1,8 @@
 """fv2v speed: per-module ms/frame for sender (H+Δ), receiver (M+G) and keyframe (F+L, F+L+H+Δ),
-at the tiny and base configs, CPU fp32 / bf16 and CUDA bf16 when there is a GPU; plus parameter
+at the tiny, small and base configs, CPU fp32 / bf16 and CUDA bf16 when there is a GPU; plus parameter
 counts and fp16 weight sizes per network. Random weights: speed does not depend on training.
 
-    python benchmarks/fv2v_speed.py [--configs tiny base] [--reps 10] [--threads N] [--cpu-bf16 auto]
+    python benchmarks/fv2v_speed.py [--configs tiny small base] [--reps 10] [--threads N] [--cpu-bf16 auto]
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def bench(name: str, runtime: Runtime, warmup: int, reps: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--configs", nargs="+", default=["tiny", "base"])
+    ap.add_argument("--configs", nargs="+", default=["tiny", "small", "base"])
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions (CPU); CUDA uses 10x")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         "latency_slope_ms_per_min": lat_slope, "latency_growth_ms": lat_growth, "latency_grew": lat_grew,
         "intervals": len(samples),
     }
-    print(f"[soak] RSS {rss_slope:+.3f} MiB/min ({rss_growth:+.1f} MiB over the run): "
+    print(f"[soak] RSS {rss_slope:+.3f} MiB/min ({rss_growth:+.1f} MiB over the run, {rss_slope * 60:+.0f} MiB/h "
+          "if it kept on): "
           f"{'GREW beyond noise' if rss_grew else 'flat within noise'}")
     print(f"[soak] latency p50 {lat_slope:+.3f} ms/min ({lat_growth:+.1f} ms over the run): "
           f"{'GREW beyond noise' if lat_grew else 'flat within noise'}")

@@ -77,7 +77,7 @@ class FaceDecoder(Decoder):
     def __init__(self, weights: Path | None = None,
                  renderer_factory: Callable[[wire.Header], Renderer] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._factory = renderer_factory or (lambda h: make_renderer(h.profile, h.size, weights))
+        self._factory = renderer_factory or (lambda h: make_renderer(h.profile, h.size, weights, h.model))
         self._clock = clock
         self.stats = DecoderStats()
         self.header: wire.Header | None = None

@@ -30,8 +30,14 @@ def make_estimator(name: str, size: int, weights: Path | None = None) -> Estimat
     return _fv2v_checked(_fv2v().Fv2vEstimator(weights), size)
 
 
-def make_renderer(name: str, size: int, weights: Path | None = None) -> Renderer:
+def make_renderer(name: str, size: int, weights: Path | None = None, model: str = "") -> Renderer:
+    """The receiver's renderer; `model` is what the caller's header says it runs ('' = no check)."""
     _check(name)
+    if model:
+        have = model_id(name, weights) if weights is not None or name == "mesh" else "no weights"
+        if have != model:
+            raise ProfileError(f"the caller uses {name} model {model}, this receiver has {have or 'none'}: "
+                               "pass --weights with the caller's weights")
     if name == "mesh":
         from models.mesh.renderer import MeshRenderer
 

@@ -34,6 +34,8 @@ from peer.view import FreeView
 POLL_S = 0.25  # how often to re-ask for a missing keyframe and refresh the status line
 BYE_GRACE_S = 0.3  # after bye, let the last frames render
 MAX_REPORTED_ERRORS = 5  # render errors printed per call; later ones are only counted
+MAX_BACKLOG = 256  # messages held while a session header is set up off the loop (~10 s of frames)
+HEADER_TAG = (wire.VERSION << 4) | wire.Kind.HEADER
 MAX_PENDING_HANDSHAKES = 8  # signaling connections being authenticated at once; more are refused
 PREEMPT_SILENCE_S = 1.5  # a call silent this long yields to a new authenticated caller (~40 frames missed)
 
@@ -90,16 +92,42 @@ class Call:
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fvcall-render")
+        self._backlog: list[object] | None = None  # messages that wait for a header being set up
 
     def _on_message(self, data: object) -> None:
+        if self._backlog is not None:  # keep the order behind the header being set up
+            if len(self._backlog) < MAX_BACKLOG:
+                self._backlog.append(data)
+            return
         if not isinstance(data, bytes):
             self.decoder.stats.bad_packets += 1
             return
+        if len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] == HEADER_TAG:
+            # Building the renderer (models, MediaPipe) takes seconds on a slow machine: off the loop,
+            # so keepalives flow and the caller's watchdog does not mistake it for a dead network.
+            self._backlog = []
+            asyncio.get_running_loop().create_task(self._set_up(data))
+            return
+        self._after(self._decode(data))
+
+    async def _set_up(self, header: bytes) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            replies = self.decoder.receive(data)
+            replies = await loop.run_in_executor(self._pool, self._decode, header)
+        finally:
+            backlog, self._backlog = self._backlog or [], None
+        self._after(replies)
+        for data in backlog:
+            self._on_message(data)
+
+    def _decode(self, data: bytes) -> list[Packet]:
+        try:
+            return self.decoder.receive(data)
         except (ProfileError, RuntimeError) as exc:  # the decoder reports these itself; belt and braces
             self.decoder.error = str(exc)
-            replies = [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
+            return [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
+
+    def _after(self, replies: list[Packet]) -> None:
         for p in replies:
             self.conn.send(p.data, p.reliable)
         if self.decoder.error:  # profile not runnable here (e.g. no weights): the decoder said bye
@@ -117,9 +145,11 @@ class Call:
         self._done.set()
 
     def _keepalive(self) -> None:
-        # The caller's watchdog needs to hear from us; an ack of the keyframe in use is harmless.
-        if self.conn.idle_s() >= KEEPALIVE_S and self.decoder.kf_id is not None:
-            self.conn.send(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_ACK, self.decoder.kf_id)), True)
+        # The caller's watchdog needs to hear from us, also while the renderer is being set up or no
+        # keyframe has arrived: an ack of the keyframe in use (-1: none yet) changes nothing there.
+        if self.conn.idle_s() >= KEEPALIVE_S:
+            kf = -1 if self.decoder.kf_id is None else self.decoder.kf_id
+            self.conn.send(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_ACK, kf)), True)
 
     def _on_channel(self, ch: RTCDataChannel) -> None:
         ch.on("message", self._on_message)
@@ -169,6 +199,15 @@ class Call:
             summary["error"] = self.error
         return summary
 
+    def _capture_clock_ms(self) -> int:
+        """The sender's capture clock now, for a picture without parameters (the keyframe alone).
+
+        Sinks need capture-time stamps on one scale: the sender's session epoch where it sent one."""
+        header = self.decoder.header
+        if header is None or not header.epoch_ms:
+            return 0
+        return max(0, int(time.time() * 1000) - header.epoch_ms)
+
     def _extra(self) -> str:
         s = self.decoder.stats
         lat = s.latency_ms[-25:]
@@ -189,7 +228,7 @@ class Call:
                 frame = await loop.run_in_executor(self._pool, self.decoder.render)
                 if frame is not None:
                     for sink in self.sinks:
-                        sink(frame, ms if ms is not None else int(time.monotonic() * 1000))
+                        sink(frame, ms if ms is not None else self._capture_clock_ms())
             except Exception as exc:  # one bad frame must not end the call: report, go on
                 self.render_errors += 1
                 if self.render_errors <= MAX_REPORTED_ERRORS:

@@ -36,6 +36,8 @@ class StatusLine:
         dt = now - self._t
         if dt < STATUS_INTERVAL_S:
             return
+        if frames < self._frames or rate.payload_bytes < self._payload:  # a new call: new counters
+            self._frames = self._payload = self._wire = 0
         fps = (frames - self._frames) / dt
         payload = (rate.payload_bytes - self._payload) * 8 / dt / 1000
         wire = (rate.wire_bytes - self._wire) * 8 / dt / 1000

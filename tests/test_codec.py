@@ -191,3 +191,12 @@ def test_keyframe_landmarks_round_trip_and_reject_bombs() -> None:
                      (data[:-4], "expected 2808 bytes")):
         with pytest.raises(ValueError, match=why):
             landmarks.decode(bad, 256)
+
+
+def test_receiver_without_the_callers_model_says_so_and_ends_the_call() -> None:
+    dec = FaceDecoder()
+    header = wire.Header("fv2v", 256, 25.0, 45, QuantSpec().to_list(), "fv2v-base-0123456789ab")
+    replies = dec.receive(wire.encode(header))
+    assert [wire.decode(r.data) for r in replies] == [wire.ControlMessage(wire.Control.BYE, 0)]
+    assert dec.error == ("the caller uses fv2v model fv2v-base-0123456789ab, this receiver has no weights: "
+                         "pass --weights with the caller's weights")

@@ -99,7 +99,7 @@ async def _scenario(frames: list[np.ndarray]) -> None:
         answered_s = time.monotonic() - asked
         assert "kf_lost" in events and answered_s <= KEYFRAME_ANSWER_S, answered_s
         # 2. Frames flow; then the network drops.
-        await wait_for(lambda: len(rendered) >= FRAMES_BEFORE_CUT, 30, "frames before the drop")
+        await wait_for(lambda: calls[0].decoder.stats.rendered >= FRAMES_BEFORE_CUT, 30, "frames before the drop")
         impair.cut(calls[0].conn)
         t_cut, n_cut = time.monotonic(), len(rendered)
         await wait_for(lambda: len(calls) == 2 and calls[1].decoder.stats.rendered >= 1, 40, "the call to resume")
