@@ -174,7 +174,7 @@ def test_keyframe_has_no_sei_and_keeps_quality() -> None:
     nal_types = [data[i + 3] & 0x1F for i in range(len(data) - 3) if data[i:i + 3] == b"\x00\x00\x01"]
     assert keyframe.NAL_SEI not in nal_types and 7 in nal_types and 5 in nal_types  # SPS and IDR kept
     assert _psnr(keyframe.decode(data, 256), image) > 30
-    with pytest.raises(keyframe.KeyframeError, match="^keyframe is 256x256, expected 128x128$"):
+    with pytest.raises(keyframe.KeyframeError, match=r"^keyframe is 256x256, expected 128x128$"):
         keyframe.decode(data, 128)
 
 
