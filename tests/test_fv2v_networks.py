@@ -34,7 +34,7 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-CPU_CONFIGS = ("tiny", "small")  # base (~3.5 s per M+G frame on CPU) is timed by benchmarks/fv2v_speed.py
+CPU_CONFIGS = ("tiny", "small")  # base (~0.7-3.5 s per M+G frame on CPU) is timed by benchmarks/fv2v_speed.py
 
 
 @pytest.fixture(scope="module", params=CPU_CONFIGS)

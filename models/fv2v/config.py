@@ -6,9 +6,10 @@ Three named configs:
   whole pipeline (prepare -> train -> checkpoint -> profile); it learns little, it only has to run in
   seconds on two cores.
 - ``small``: 128x128 faces, 0.31 M parameters (K = 10, 4 ch x 8 depth x 32x32 volume). The largest
-  config that trains a usable number of steps on a CPU: ~0.8 s per batch-4 step on one core of the dev
-  machine (tiny: ~0.4 s, base: ~3.5 s per M+G forward alone), i.e. ~3000 steps in 40 minutes. It proves
-  the training path end to end where no GPU is available; it is not a production profile.
+  config that trains a usable number of steps on a CPU: one fp32 thread of the 2-core dev machine does
+  a batch-4 step (GAN on) in 0.48 s (tiny: 0.28 s, base: 16 s, i.e. ~150 steps in 40 minutes); a
+  40-minute run on a shared CPU reached 3588 steps. It proves the training path end to end where no
+  GPU is available; it is not a production profile.
 - ``base``: 256x256 faces, the production profile. The paper's F volume is 32 ch x 16 depth x 64x64;
   base keeps the 64x64x16 geometry (3D warps need depth resolution) but halves the channels to 16, and
   runs M on a half-resolution 32x32x16 grid (the composition mask is smooth; the warp itself is
