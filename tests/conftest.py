@@ -7,9 +7,19 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+TEST_THREADS = 1  # small nets gain nothing from threads; OpenMP spin-waits collapse on a shared CPU
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(TEST_THREADS)
+    yield
+    torch.set_num_threads(before)
 
 
 def clip_path(relative: str) -> Path:

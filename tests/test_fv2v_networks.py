@@ -23,15 +23,9 @@ from models.mesh.pose import rotation_matrix as mesh_rotation
 BATCH = 2
 IDENTITY_TOL = 1e-4  # fp32 rounding in grid_sample: 2.4e-5 max at small, 5.1e-5 at base; a 1-voxel shift is ~1
 BF16_TOL = 0.1  # mean abs difference of bf16 vs fp32 renders, [0, 1] scale
-TEST_THREADS = 1  # tiny nets gain nothing from threads; OpenMP spin-waits collapse on a shared CPU
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CPU_CONFIGS = ("tiny", "small")  # base (~0.7-3.5 s per M+G frame on CPU) is timed by benchmarks/fv2v_speed.py

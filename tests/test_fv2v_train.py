@@ -18,7 +18,7 @@ from models.fv2v.model import select_runtime
 from models.fv2v.trainer import CHECKPOINT, MODEL, SAMPLES, Fv2vTrainer
 from models.fv2v.weights import load, read_card
 
-pytestmark = pytest.mark.slow  # prepares real clips and trains: ~30-60 s on 2 cores
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]  # real clips + training: ~30-60 s
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIPS = ["raw/DPE/s.mp4", "raw/CVPR2022-DaGAN/driving.mp4"]  # 256x256 face crops already
@@ -26,15 +26,7 @@ SIZE = 64
 FRAMES = 24  # per clip: enough pairs, little MediaPipe time
 STEPS = 40
 EVAL_PAIRS = 8
-TEST_THREADS = 1  # tiny nets gain nothing from threads; OpenMP spin-waits collapse on a shared CPU
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

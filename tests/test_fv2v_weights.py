@@ -16,15 +16,7 @@ from models.fv2v.config import get_config
 from models.fv2v.model import Fv2vModel, select_runtime
 from models.fv2v.profile import Fv2vEstimator, Fv2vRenderer, MissingWeightsError, model_id
 
-TEST_THREADS = 1  # tiny nets gain nothing from threads; OpenMP spin-waits collapse on a shared CPU
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(TEST_THREADS)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
