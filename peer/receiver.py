@@ -295,7 +295,7 @@ async def serve(opts: RecvOptions, sinks: list[Sink], ready: Callable[[int], Non
             if on_call:
                 on_call(call)
             try:
-                await chan.send({"type": "answer", "sdp": await call.answer(offer_sdp, chan.peer_host)})
+                await signaling.send_answer(chan, await call.answer(offer_sdp, chan.peer_host))
             except (signaling.SignalingError, ConnectionError, ValueError) as exc:
                 status.message(f"refused a caller from {chan.peer_host or '?'}: {exc}")
                 await chan.close()

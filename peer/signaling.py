@@ -2,12 +2,17 @@
 
 One JSON object per line, each at most MAX_LINE_BYTES. The listener speaks first:
 
-    recv -> send  {"type": "hello", "version": 1, "nonce": HEX, "auth": bool}
-    send -> recv  {"type": "auth", "mac": HMAC-SHA256(token, "fvcall" + nonce) HEX}   (when auth)
-    send -> recv  {"type": "offer", "sdp": ...}
-    recv -> send  {"type": "answer", "sdp": ...}   or   {"type": "error", "reason": ...}
+    recv -> send  {"type": "hello", "version": 1, "nonce": N, "auth": bool}
+    send -> recv  {"type": "auth", "mac": MAC("fvcall" + N), "nonce": C}                 (when auth)
+    send -> recv  {"type": "offer", "sdp": OFFER, "mac": MAC("offer" + N + OFFER)}      (mac when auth)
+    recv -> send  {"type": "answer", "sdp": ANSWER, "mac": MAC("answer" + C + ANSWER)}  (mac when auth)
+                  or {"type": "error", "reason": ...}
 
-The token never travels; the MAC is compared in constant time. A listener that is busy
+MAC is HMAC-SHA256 keyed with the shared token; N and C are fresh random nonces. The token
+never travels and every MAC is compared in constant time. Both sides prove the token, and
+the MACs bind the SDPs (which carry the DTLS certificate fingerprints) to the session, so a
+relay in the middle can neither replay an old handshake nor swap an offer or answer. A
+caller with a token refuses a receiver that does not ask for one. A listener that is busy
 with a call, or gets a bad line, answers with an error and closes that connection only.
 """
 
@@ -60,8 +65,18 @@ def token_from_env(token: str | None) -> str | None:
     return token if token else (os.environ.get(TOKEN_ENV) or None)
 
 
-def _mac(token: str, nonce: str) -> str:
-    return hmac.new(token.encode(), ("fvcall" + nonce).encode(), hashlib.sha256).hexdigest()
+def _mac(token: str, nonce: str, label: str = "fvcall", sdp: str = "") -> str:
+    return hmac.new(token.encode(), (label + nonce + sdp).encode(), hashlib.sha256).hexdigest()
+
+
+def _valid_mac(mac: object, expected: str) -> bool:
+    return isinstance(mac, str) and hmac.compare_digest(mac.encode(), expected.encode())
+
+
+def _nonce(value: object) -> str:
+    if not isinstance(value, str) or not 16 <= len(value) <= 128:
+        raise SignalingError("malformed signaling message: bad nonce")
+    return value
 
 
 class Channel:
@@ -69,6 +84,10 @@ class Channel:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.token: str | None = None
+        """Shared secret of an authenticated handshake on this connection."""
+        self.peer_nonce = ""
+        """The caller's nonce: the listener's answer MAC covers it."""
 
     @property
     def peer_host(self) -> str:
@@ -127,9 +146,15 @@ async def accept_offer(chan: Channel, token: str | None) -> str:
     nonce = secrets.token_hex(16)
     await chan.send({"type": "hello", "version": PROTOCOL_VERSION, "nonce": nonce, "auth": token is not None})
     try:
-        authed = token is None or _valid_mac((await chan.recv("auth")).get("mac"), token, nonce)
-        if authed:
+        if token is None:
             return _sdp(await chan.recv("offer"))
+        auth = await chan.recv("auth")
+        if _valid_mac(auth.get("mac"), _mac(token, nonce)):
+            chan.token, chan.peer_nonce = token, _nonce(auth.get("nonce"))
+            offer_msg = await chan.recv("offer")
+            sdp = _sdp(offer_msg)
+            if _valid_mac(offer_msg.get("mac"), _mac(token, nonce, "offer", sdp)):
+                return sdp
     except SignalingError as exc:
         await _tell(chan, str(exc))
         raise
@@ -137,8 +162,12 @@ async def accept_offer(chan: Channel, token: str | None) -> str:
     raise SignalingError("a caller failed authentication")
 
 
-def _valid_mac(mac: object, token: str, nonce: str) -> bool:
-    return isinstance(mac, str) and hmac.compare_digest(mac.encode(), _mac(token, nonce).encode())
+async def send_answer(chan: Channel, sdp: str) -> None:
+    """Listener side: the answer, with its MAC when the handshake was authenticated."""
+    msg = {"type": "answer", "sdp": sdp}
+    if chan.token is not None:
+        msg["mac"] = _mac(chan.token, chan.peer_nonce, "answer", sdp)
+    await chan.send(msg)
 
 
 async def _tell(chan: Channel, reason: str) -> None:
@@ -167,12 +196,18 @@ async def offer(chan: Channel, sdp: str, token: str | None) -> str:
     hello = await chan.recv("hello")
     if hello.get("version") != PROTOCOL_VERSION:
         raise SignalingError(f"receiver speaks signaling version {hello.get('version')!r}, this is {PROTOCOL_VERSION}")
-    if hello.get("auth"):
-        nonce = hello.get("nonce")
-        if token is None:
-            raise SignalingError(f"the receiver needs a token: pass --token or set {TOKEN_ENV}")
-        if not isinstance(nonce, str) or not 16 <= len(nonce) <= 128:
-            raise SignalingError("malformed signaling message: bad nonce")
-        await chan.send({"type": "auth", "mac": _mac(token, nonce)})
-    await chan.send({"type": "offer", "sdp": sdp})
-    return _sdp(await chan.recv("answer", timeout=HANDSHAKE_TIMEOUT_S * 3))
+    if not hello.get("auth"):
+        if token is not None:
+            raise SignalingError("the receiver does not ask for a token: refusing to call it unauthenticated")
+        await chan.send({"type": "offer", "sdp": sdp})
+        return _sdp(await chan.recv("answer", timeout=HANDSHAKE_TIMEOUT_S * 3))
+    if token is None:
+        raise SignalingError(f"the receiver needs a token: pass --token or set {TOKEN_ENV}")
+    nonce, mine = _nonce(hello.get("nonce")), secrets.token_hex(16)
+    await chan.send({"type": "auth", "mac": _mac(token, nonce), "nonce": mine})
+    await chan.send({"type": "offer", "sdp": sdp, "mac": _mac(token, nonce, "offer", sdp)})
+    answer = await chan.recv("answer", timeout=HANDSHAKE_TIMEOUT_S * 3)
+    answer_sdp = _sdp(answer)
+    if not _valid_mac(answer.get("mac"), _mac(token, mine, "answer", answer_sdp)):
+        raise SignalingError("the receiver failed authentication (wrong token, or a relay in between)")
+    return answer_sdp

@@ -38,7 +38,7 @@ async def _handshake(server_token: str | None, client) -> tuple[object, object]:
         chan = signaling.Channel(reader, writer)
         try:
             offer = await signaling.accept_offer(chan, server_token)
-            await chan.send({"type": "answer", "sdp": ANSWER})
+            await signaling.send_answer(chan, ANSWER)
             result.set_result(offer)
         except signaling.SignalingError as exc:
             result.set_result(exc)
@@ -92,6 +92,54 @@ def test_missing_token_raw_offer_is_refused() -> None:
 
     client, server = asyncio.run(_handshake(TOKEN, raw))
     assert client == "expected 'auth', got 'offer'" and str(server) == "expected 'auth', got 'offer'"
+
+
+def test_caller_with_token_refuses_an_open_receiver() -> None:
+    client, server = asyncio.run(_handshake(None, _offer_with(TOKEN)))
+    assert str(client) == "the receiver does not ask for a token: refusing to call it unauthenticated"
+    assert str(server) == "the other side closed the signaling connection"
+
+
+def test_swapped_offer_is_refused() -> None:
+    """A relay that passes the caller's auth on but substitutes its own offer (and DTLS fingerprint)."""
+    async def relay(ep: signaling.Endpoint) -> str:
+        chan = await signaling.connect(ep, 5)
+        hello = await chan.recv("hello")
+        await chan.send({"type": "auth", "mac": signaling._mac(TOKEN, hello["nonce"]), "nonce": "ab" * 16})
+        await chan.send({"type": "offer", "sdp": OFFER + "a=fingerprint:evil\r\n",
+                         "mac": signaling._mac(TOKEN, hello["nonce"], "offer", OFFER)})
+        try:
+            return str((await chan.recv("answer")).get("sdp"))
+        finally:
+            await chan.close()
+
+    client, server = asyncio.run(_handshake(TOKEN, relay))
+    assert str(client) == "refused by the receiver: authentication failed"
+    assert str(server) == "a caller failed authentication"
+
+
+def test_receiver_must_prove_the_token_too() -> None:
+    """A listener that does not know the token cannot produce the answer MAC: the caller hangs up."""
+    async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        chan = signaling.Channel(reader, writer)
+        await chan.send({"type": "hello", "version": 1, "nonce": "cd" * 16, "auth": True})
+        await chan.recv("auth")
+        await chan.recv("offer")
+        await chan.send({"type": "answer", "sdp": ANSWER, "mac": "00" * 32})
+        await chan.close()
+
+    async def run() -> str:
+        server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+        async with server:
+            chan = await signaling.connect(signaling.Endpoint("127.0.0.1", server.sockets[0].getsockname()[1]), 5)
+            try:
+                with pytest.raises(signaling.SignalingError) as err:
+                    await signaling.offer(chan, OFFER, TOKEN)
+            finally:
+                await chan.close()
+            return str(err.value)
+
+    assert asyncio.run(run()) == "the receiver failed authentication (wrong token, or a relay in between)"
 
 
 def test_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
