@@ -20,49 +20,19 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec import keyframe, wire
+from codec import wire
 from codec.decoder import FaceDecoder
-from codec.encoder import pack_keyframe
-from codec.params import FrameParams, QuantSpec
-from models.face import CropBox
+from codec.fuzzing import SIZE, fuzz_session
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 DEFAULT_CASES = 100_000
-SIZE = 32  # codec resolution of the fuzzed session: small keeps keyframe decodes cheap
-N_EXPR = 2
 STRUCTURED_SHARE = 0.4  # share of cases built as near-valid msgpack, the rest mutate the corpus
 RESET_EVERY = 5_000  # a fresh session now and then: state reached by earlier cases varies
 INTERESTING = [0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x13, 0x11, 0x12, 0x14]
 
 
-class NullRenderer:
-    def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
-        if image.shape != (SIZE, SIZE, 3):
-            raise ValueError("keyframe size")
-
-    def render(self, params: FrameParams) -> np.ndarray:
-        assert len(params.expression) == N_EXPR and np.all(np.isfinite(params.vector()))
-        return np.zeros((SIZE, SIZE, 3), np.uint8)
-
-
-def factory(h: wire.Header) -> NullRenderer:
-    if h.profile != "mesh" or h.size != SIZE:
-        raise ValueError(f"cannot render {h.profile} at {h.size}")
-    return NullRenderer()
-
-
 def session() -> tuple[FaceDecoder, list[bytes]]:
-    dec = FaceDecoder(renderer_factory=factory)
-    image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, N_EXPR, QuantSpec().to_list()))]
-    msgs += [wire.encode(c) for c in wire.split_keyframe(0, pack_keyframe(keyframe.encode(image), b"",
-                                                                           CropBox(0, 0, SIZE)))]
-    msgs += [wire.encode(wire.Params(1, 40, 0, wire.Flags.NONE, np.zeros(6 + N_EXPR, np.int8))),
-             wire.encode(wire.ControlMessage(wire.Control.FACE_LOST, 1))]
-    for m in msgs:
-        dec.receive(m)
-    dec.render()
-    return dec, msgs
+    return fuzz_session(face_lost=True)
 
 
 def value(rng: np.random.Generator, depth: int = 0) -> object:

@@ -14,45 +14,20 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codec import keyframe, wire
+from codec import wire
 from codec.decoder import FaceDecoder
-from codec.encoder import pack_keyframe
-from codec.params import FrameParams, QuantSpec
-from models.face import CropBox
+from codec.fuzzing import N_EXPR, fuzz_session
+from codec.params import QuantSpec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-SIZE = 32
-N_EXPR = 2
 HYPOTHESIS_CASES = 200
 MUTATION_CASES = 2000
 MUTATION_SEED = 1234
 
 
-class NullRenderer:
-    """A renderer that checks what it gets, like a real one would rely on."""
-
-    def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
-        if image.shape != (SIZE, SIZE, 3):
-            raise ValueError("keyframe size")
-
-    def render(self, params: FrameParams) -> np.ndarray:
-        assert len(params.expression) == N_EXPR and np.all(np.isfinite(params.vector()))
-        return np.zeros((SIZE, SIZE, 3), np.uint8)
-
-
 def session() -> tuple[FaceDecoder, list[bytes]]:
     """A decoder with a header and a keyframe in place, and the valid messages that set it up."""
-    dec = FaceDecoder(renderer_factory=lambda h: NullRenderer() if h.profile == "mesh" and h.size == SIZE
-                      else (_ for _ in ()).throw(ValueError(f"cannot render {h.profile} at {h.size}")))
-    image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    kf = pack_keyframe(keyframe.encode(image), b"", CropBox(0, 0, SIZE))
-    msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, N_EXPR, QuantSpec().to_list()))]
-    msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
-    msgs += [wire.encode(wire.Params(1, 40, 0, wire.Flags.NONE, np.zeros(6 + N_EXPR, np.int8)))]
-    for m in msgs:
-        dec.receive(m)
-    dec.render()
-    return dec, msgs
+    return fuzz_session()
 
 
 def check(dec: FaceDecoder, data: bytes) -> None:
