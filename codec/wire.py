@@ -228,6 +228,12 @@ def _decode_header(body: list, size: int) -> Header:
     return Header(profile, size_px, float(fps), n_expr, [float(s) for s in steps], model, epoch)
 
 
+def is_header(data: bytes) -> bool:
+    """Cheap peek: does this message look like a v1 HEADER (a fixarray whose first element is its
+    tag)? For routing only; decode() still validates it."""
+    return len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] == _tv(Kind.HEADER)
+
+
 def split_keyframe(kf_id: int, payload: bytes) -> list[KeyframeChunk]:
     count = max(1, -(-len(payload) // KEYFRAME_CHUNK_BYTES))
     if count > MAX_KEYFRAME_CHUNKS:

@@ -35,7 +35,6 @@ POLL_S = 0.25  # how often to re-ask for a missing keyframe and refresh the stat
 BYE_GRACE_S = 0.3  # after bye, let the last frames render
 MAX_REPORTED_ERRORS = 5  # render errors printed per call; later ones are only counted
 MAX_BACKLOG = 256  # messages held while a session header is set up off the loop (~10 s of frames)
-HEADER_TAG = (wire.VERSION << 4) | wire.Kind.HEADER
 MAX_PENDING_HANDSHAKES = 8  # signaling connections being authenticated at once; more are refused
 PREEMPT_SILENCE_S = 1.5  # a call silent this long yields to a new authenticated caller (~40 frames missed)
 
@@ -102,7 +101,7 @@ class Call:
         if not isinstance(data, bytes):
             self.decoder.stats.bad_packets += 1
             return
-        if len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] == HEADER_TAG:
+        if wire.is_header(data):
             # Building the renderer (models, MediaPipe) takes seconds on a slow machine: off the loop,
             # so keepalives flow and the caller's watchdog does not mistake it for a dead network.
             self._backlog = []

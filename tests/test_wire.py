@@ -106,3 +106,9 @@ def test_random_garbage_never_escapes_as_another_exception() -> None:
             wire.decode(bytes(base[: int(rng.integers(1, len(base) + 1))]))
         except wire.WireError:
             pass
+
+
+def test_is_header_peek() -> None:
+    assert wire.is_header((GOLDEN / "header_v1.bin").read_bytes())
+    assert not any(wire.is_header((GOLDEN / f"{n}_v1.bin").read_bytes()) for n in MESSAGES if n != "header")
+    assert not wire.is_header(b"") and not wire.is_header(b"\x92")
