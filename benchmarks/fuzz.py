@@ -40,7 +40,7 @@ def value(rng: np.random.Generator, depth: int = 0) -> object:
     if r == 0:
         return int(rng.integers(-3, 300))
     if r == 1:
-        return int(rng.integers(-2**63, 2**63 - 1))
+        return int(rng.integers(-(2**63), 2**63 - 1))
     if r == 2:
         return bytes(rng.integers(0, 256, int(rng.integers(0, 300)), dtype=np.uint8))
     if r == 3:
@@ -55,28 +55,44 @@ def value(rng: np.random.Generator, depth: int = 0) -> object:
         return [value(rng, depth + 1) for _ in range(int(rng.integers(0, 6)))]
     if r == 8:
         return {str(value(rng, 2))[:8]: value(rng, depth + 1) for _ in range(int(rng.integers(0, 6)))}
-    return {"profile": rng.choice(["mesh", "fv2v", "", "1x"]), "size": int(rng.integers(-1, 5000)),
-            "fps": value(rng, 2), "n_expr": int(rng.integers(-1, 300)),
-            "steps": [float(rng.uniform(-1, 2000)) for _ in range(int(rng.integers(0, 6)))]}
+    return {
+        "profile": rng.choice(["mesh", "fv2v", "", "1x"]),
+        "size": int(rng.integers(-1, 5000)),
+        "fps": value(rng, 2),
+        "n_expr": int(rng.integers(-1, 300)),
+        "steps": [float(rng.uniform(-1, 2000)) for _ in range(int(rng.integers(0, 6)))],
+    }
 
 
 def near_valid(rng: np.random.Generator) -> bytes:
     kind = int(rng.integers(0, 5))
     if kind == 0:
-        body = [0x13, int(rng.integers(-1, 70000)), int(rng.integers(-1, 2**33)), int(rng.integers(-1, 300)),
-                int(rng.integers(-1, 3)), bytes(rng.integers(0, 256, int(rng.integers(0, 250)), dtype=np.uint8))]
+        body = [
+            0x13,
+            int(rng.integers(-1, 70000)),
+            int(rng.integers(-1, 2**33)),
+            int(rng.integers(-1, 300)),
+            int(rng.integers(-1, 3)),
+            bytes(rng.integers(0, 256, int(rng.integers(0, 250)), dtype=np.uint8)),
+        ]
     elif kind == 1:
-        body = [0x12, int(rng.integers(-1, 300)), int(rng.integers(-1, 200)), int(rng.integers(-1, 200)),
-                value(rng)]
+        body = [0x12, int(rng.integers(-1, 300)), int(rng.integers(-1, 200)), int(rng.integers(-1, 200)), value(rng)]
     elif kind == 2:
-        body = [0x14, int(rng.integers(-2, 6)), int(rng.integers(-2**40, 2**40))]
+        body = [0x14, int(rng.integers(-2, 6)), int(rng.integers(-(2**40), 2**40))]
     elif kind == 3:
-        near = {"profile": "mesh", "size": SIZE, "fps": value(rng, 2), "n_expr": int(rng.integers(-1, 5)),
-                "steps": [float(rng.uniform(-1, 2)) for _ in range(int(rng.integers(3, 6)))]}
+        near = {
+            "profile": "mesh",
+            "size": SIZE,
+            "fps": value(rng, 2),
+            "n_expr": int(rng.integers(-1, 5)),
+            "steps": [float(rng.uniform(-1, 2)) for _ in range(int(rng.integers(3, 6)))],
+        }
         body = [0x11, value(rng) if rng.random() < 0.3 else near]
     else:
-        body = [int(rng.choice([0x10, 0x15, 0x1F, 0x21, 0x01, -1, 255])),
-                *[value(rng) for _ in range(int(rng.integers(0, 7)))]]
+        body = [
+            int(rng.choice([0x10, 0x15, 0x1F, 0x21, 0x01, -1, 255])),
+            *[value(rng) for _ in range(int(rng.integers(0, 7)))],
+        ]
     if rng.random() < 0.3:
         body = body[:-1] if rng.random() < 0.5 else [*body, value(rng)]
     return msgpack.packb(body, use_bin_type=bool(rng.integers(0, 2)))
@@ -94,12 +110,12 @@ def mutate(rng: np.random.Generator, data: bytes, corpus: list[bytes]) -> bytes:
         elif op == 2:
             b[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
         elif op == 3 and b:
-            del b[pos:pos + int(rng.integers(1, 9))]
+            del b[pos : pos + int(rng.integers(1, 9))]
         elif op == 4:
             b = b[:pos]
         elif op == 5:
             other = corpus[int(rng.integers(0, len(corpus)))]
-            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)):]
+            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)) :]
         else:
             b[pos:pos] = bytes([0xC6]) + int(rng.integers(0, 2**32)).to_bytes(4, "big")
     return bytes(b)
@@ -138,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception:
             crashes.append(("FaceDecoder", data, traceback.format_exc(limit=3)))
     dt = time.perf_counter() - t0
-    print(f"fuzz: {a.cases} cases in {dt:.1f} s ({a.cases / dt:.0f}/s): {counts['structured']} structured, "
-          f"{counts['mutated']} mutated; wire.decode accepted {counts['decoded']}, rejected "
-          f"{counts['wire_error']} with WireError; decoder bad packets {dec.stats.bad_packets} (last session)")
+    print(
+        f"fuzz: {a.cases} cases in {dt:.1f} s ({a.cases / dt:.0f}/s): {counts['structured']} structured, "
+        f"{counts['mutated']} mutated; wire.decode accepted {counts['decoded']}, rejected "
+        f"{counts['wire_error']} with WireError; decoder bad packets {dec.stats.bad_packets} (last session)"
+    )
     print(f"fuzz: {len(crashes)} crashes")
     for where, data, tb in crashes[:5]:
         print(f"  {where}: {data[:40].hex()}...\n{tb}")

@@ -47,8 +47,7 @@ SETTINGS: dict[str, Impairment] = {
     "reorder 20%": Impairment(reorder=0.2, reorder_ticks=2, seed=SEED),
     "duplicate 20%": Impairment(duplicate=0.2, seed=SEED),
     "delay 2 + jitter 0-2": Impairment(delay_ticks=2, jitter_ticks=2, seed=SEED),
-    "all: 10% loss, reorder, dup, jitter": Impairment(loss=0.1, reorder=0.1, duplicate=0.1, jitter_ticks=1,
-                                                      seed=SEED),
+    "all: 10% loss, reorder, dup, jitter": Impairment(loss=0.1, reorder=0.1, duplicate=0.1, jitter_ticks=1, seed=SEED),
 }
 
 
@@ -105,7 +104,7 @@ class Result:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * np.log10(255.0 ** 2 / mse))
+    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * np.log10(255.0**2 / mse))
 
 
 def read(clip: Path, n: int) -> tuple[list[np.ndarray], float]:
@@ -115,8 +114,9 @@ def read(clip: Path, n: int) -> tuple[list[np.ndarray], float]:
     return frames, float(rate) if rate else 25.0
 
 
-def run_setting(name: str, imp: Impairment, sent: list[list[Packet]], reference: list[np.ndarray],
-                fps: float) -> Result:
+def run_setting(
+    name: str, imp: Impairment, sent: list[list[Packet]], reference: list[np.ndarray], fps: float
+) -> Result:
     clock = TickClock()
     dec = FaceDecoder(clock=clock)
     out = list(lossy.run([np.zeros(1)] * len(sent), Replay(sent), dec, fps, LossyLink(imp), clock))
@@ -130,8 +130,16 @@ def run_setting(name: str, imp: Impairment, sent: list[list[Packet]], reference:
         recovered += same and not prev_same
         prev_same = same
     n_params = sum(any(not p.reliable for p in packets) for packets in sent)
-    return Result(name, dec.stats.rendered, n_params - dec.stats.rendered, recovered, identical,
-                  float(np.mean(scores)), scores, own)
+    return Result(
+        name,
+        dec.stats.rendered,
+        n_params - dec.stats.rendered,
+        recovered,
+        identical,
+        float(np.mean(scores)),
+        scores,
+        own,
+    )
 
 
 def plot(results: list[Result], path: Path) -> None:
@@ -147,8 +155,11 @@ def plot(results: list[Result], path: Path) -> None:
         ax.scatter(lost, [PSNR_CAP_DB + 3] * len(lost), s=4, c="red", marker="|")
         ax.set_ylim(10, PSNR_CAP_DB + 6)
         ax.set_ylabel("dB", fontsize=7)
-        ax.set_title(f"{r.name}: mean {r.psnr_db:.1f} dB, {r.recovered} recoveries (red: frame not shown)",
-                     fontsize=8, loc="left")
+        ax.set_title(
+            f"{r.name}: mean {r.psnr_db:.1f} dB, {r.recovered} recoveries (red: frame not shown)",
+            fontsize=8,
+            loc="left",
+        )
         ax.tick_params(labelsize=7)
     np.atleast_1d(axes)[-1].set_xlabel("frame")
     fig.tight_layout()

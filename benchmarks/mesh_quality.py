@@ -28,9 +28,16 @@ from models.mesh.estimator import MeshEstimator  # noqa: E402
 from models.mesh.renderer import MeshRenderer  # noqa: E402
 
 DEFAULT_CLIPS = (
-    "DPE/s.mp4", "CVPR2022-DaGAN/driving.mp4", "LIA/driving2.mp4", "EAMM/happy.mp4", "video-retalking/4.mp4",
-    "styletalk/KristiNoem.mp4", "EAMM/fear.mp4", "Thin-Plate-Spline-Motion-Model/driving.mp4",
-    "video-retalking/1.mp4", "LivePortrait/d12.mp4",
+    "DPE/s.mp4",
+    "CVPR2022-DaGAN/driving.mp4",
+    "LIA/driving2.mp4",
+    "EAMM/happy.mp4",
+    "video-retalking/4.mp4",
+    "styletalk/KristiNoem.mp4",
+    "EAMM/fear.mp4",
+    "Thin-Plate-Spline-Motion-Model/driving.mp4",
+    "video-retalking/1.mp4",
+    "LivePortrait/d12.mp4",
 )
 PEAK = 255.0  # uint8 full scale
 SEGMENTER_WAIT_S = 60.0  # loading MediaPipe's selfie segmentation, s
@@ -38,14 +45,13 @@ SEGMENTER_WAIT_S = 60.0  # loading MediaPipe's selfie segmentation, s
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(PEAK ** 2 / max(mse, 1e-10))
+    return 10 * np.log10(PEAK**2 / max(mse, 1e-10))
 
 
 def measure(path: Path, frames: int, size: int) -> dict[str, float] | None:
     """Mean PSNRs (dB) and median times (ms) over one clip; None where no face is found."""
     with av.open(str(path)) as container:
-        video = [f.to_ndarray(format="rgb24") for _, f in zip(range(frames), container.decode(video=0),
-                                                               strict=False)]
+        video = [f.to_ndarray(format="rgb24") for _, f in zip(range(frames), container.decode(video=0), strict=False)]
     detector = FaceDetector()
     box = detector.find(video[0])
     detector.close()
@@ -72,9 +78,14 @@ def measure(path: Path, frames: int, size: int) -> dict[str, float] | None:
     estimator.close()
     if not warp:
         return None
-    return {"warp": float(np.mean(warp)), "static": float(np.mean(static)),
-            "est_ms": 1e3 * float(np.median(t_est)), "render_ms": 1e3 * float(np.median(t_ren)),
-            "frames": len(warp), "src": video[0].shape[1]}
+    return {
+        "warp": float(np.mean(warp)),
+        "static": float(np.mean(static)),
+        "est_ms": 1e3 * float(np.median(t_est)),
+        "render_ms": 1e3 * float(np.median(t_ren)),
+        "frames": len(warp),
+        "src": video[0].shape[1],
+    }
 
 
 def main() -> None:
@@ -85,8 +96,9 @@ def main() -> None:
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"real clips absent: {DATA} (see shared/data/MANIFEST.md)")
-    print(f"{'clip':44s} {'src px':>6s} {'warp dB':>8s} {'static dB':>9s} {'gain':>6s} {'est ms':>7s} "
-          f"{'render ms':>9s}")
+    print(
+        f"{'clip':44s} {'src px':>6s} {'warp dB':>8s} {'static dB':>9s} {'gain':>6s} {'est ms':>7s} {'render ms':>9s}"
+    )
     rows = []
     for clip in args.clips:
         path = DATA / clip
@@ -95,12 +107,17 @@ def main() -> None:
             print(f"{clip:44s} (missing or no face)")
             continue
         rows.append(r)
-        print(f"{clip:44s} {r['src']:6d} {r['warp']:8.2f} {r['static']:9.2f} {r['warp'] - r['static']:6.2f} "
-              f"{r['est_ms']:7.1f} {r['render_ms']:9.1f}", flush=True)
+        print(
+            f"{clip:44s} {r['src']:6d} {r['warp']:8.2f} {r['static']:9.2f} {r['warp'] - r['static']:6.2f} "
+            f"{r['est_ms']:7.1f} {r['render_ms']:9.1f}",
+            flush=True,
+        )
     if rows:
         mean = {k: float(np.mean([r[k] for r in rows])) for k in ("warp", "static", "est_ms", "render_ms")}
-        print(f"{'mean':44s} {'':6s} {mean['warp']:8.2f} {mean['static']:9.2f} "
-              f"{mean['warp'] - mean['static']:6.2f} {mean['est_ms']:7.1f} {mean['render_ms']:9.1f}")
+        print(
+            f"{'mean':44s} {'':6s} {mean['warp']:8.2f} {mean['static']:9.2f} "
+            f"{mean['warp'] - mean['static']:6.2f} {mean['est_ms']:7.1f} {mean['render_ms']:9.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -106,9 +106,15 @@ async def soak(source: FrameSource, minutes: float, interval_s: float, profile: 
             print(f"[soak] call {len(calls)} {summary['ended']}: {summary['drop_reason']}", flush=True)
 
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(serve(RecvOptions(signaling.Endpoint("127.0.0.1", 0), once=True, status=False),
-                                       [], ready=port.set_result, on_call=on_call,
-                                       on_summary=on_summary))
+    server = asyncio.create_task(
+        serve(
+            RecvOptions(signaling.Endpoint("127.0.0.1", 0), once=True, status=False),
+            [],
+            ready=port.set_result,
+            on_call=on_call,
+            on_summary=on_summary,
+        )
+    )
     opts = SendOptions(signaling.Endpoint("127.0.0.1", await asyncio.wait_for(port, SERVER_START_S)), status=False)
     sender = asyncio.create_task(run_sender(TimedSource(source, minutes * 60), encoder, opts))
     samples: list[Sample] = []
@@ -120,14 +126,25 @@ async def soak(source: FrameSource, minutes: float, interval_s: float, profile: 
             n = len(lat)
             elapsed = time.monotonic() - t0
             prev = samples[-1].t_min * 60 if samples else 0.0
-            s = Sample(elapsed / 60, rss_mb(), float(np.percentile(lat, 50)) if lat else float("nan"),
-                       float(np.percentile(lat, 95)) if lat else float("nan"), n / max(elapsed - prev, 1e-9))
+            s = Sample(
+                elapsed / 60,
+                rss_mb(),
+                float(np.percentile(lat, 50)) if lat else float("nan"),
+                float(np.percentile(lat, 95)) if lat else float("nan"),
+                n / max(elapsed - prev, 1e-9),
+            )
             samples.append(s)
-            print(f"[soak] {s.t_min:6.2f} min | RSS {s.rss_mb:7.1f} MiB | latency p50 {s.latency_p50_ms:6.1f} ms "
-                  f"p95 {s.latency_p95_ms:6.1f} ms | {s.fps:5.1f} fps rendered | calls {len(calls)}", flush=True)
+            print(
+                f"[soak] {s.t_min:6.2f} min | RSS {s.rss_mb:7.1f} MiB | latency p50 {s.latency_p50_ms:6.1f} ms "
+                f"p95 {s.latency_p95_ms:6.1f} ms | {s.fps:5.1f} fps rendered | calls {len(calls)}",
+                flush=True,
+            )
         summary = sender.result()
-        print(f"[soak] sender: {summary['frames']} frames, {summary['keyframes']} keyframes, "
-              f"{summary['reconnects']} reconnects", flush=True)
+        print(
+            f"[soak] sender: {summary['frames']} frames, {summary['keyframes']} keyframes, "
+            f"{summary['reconnects']} reconnects",
+            flush=True,
+        )
         await asyncio.wait_for(server, 30)
     finally:
         server.cancel()
@@ -149,8 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         from models import sample
 
         source = ArraySource(list(sample.frames(SAMPLE_SECONDS)), sample.SAMPLE_FPS, loop=True)
-    print(f"[soak] {a.minutes:g} min call over loopback, {a.clip or 'embedded sample'} looped, "
-          f"report every {a.interval:g} s; start RSS {rss_mb():.1f} MiB", flush=True)
+    print(
+        f"[soak] {a.minutes:g} min call over loopback, {a.clip or 'embedded sample'} looped, "
+        f"report every {a.interval:g} s; start RSS {rss_mb():.1f} MiB",
+        flush=True,
+    )
     samples = asyncio.run(soak(source, a.minutes, a.interval, a.profile))
     source.close()
     steady = [s for s in samples[1:] if np.isfinite(s.latency_p50_ms)]  # the first interval is warm-up
@@ -158,23 +178,32 @@ def main(argv: list[str] | None = None) -> int:
     rss_slope, rss_growth, rss_grew = trend(t, np.array([s.rss_mb for s in steady]), RSS_FLOOR_MB)
     lat_slope, lat_growth, lat_grew = trend(t, np.array([s.latency_p50_ms for s in steady]), LATENCY_FLOOR_MS)
     verdict = {
-        "rss_slope_mb_per_min": rss_slope, "rss_growth_mb": rss_growth, "rss_grew": rss_grew,
-        "latency_slope_ms_per_min": lat_slope, "latency_growth_ms": lat_growth, "latency_grew": lat_grew,
+        "rss_slope_mb_per_min": rss_slope,
+        "rss_growth_mb": rss_growth,
+        "rss_grew": rss_grew,
+        "latency_slope_ms_per_min": lat_slope,
+        "latency_growth_ms": lat_growth,
+        "latency_grew": lat_grew,
         "intervals": len(samples),
     }
-    print(f"[soak] RSS {rss_slope:+.3f} MiB/min ({rss_growth:+.1f} MiB over the run, {rss_slope * 60:+.0f} MiB/h "
-          "if it kept on): "
-          f"{'GREW beyond noise' if rss_grew else 'flat within noise'}")
-    print(f"[soak] latency p50 {lat_slope:+.3f} ms/min ({lat_growth:+.1f} ms over the run): "
-          f"{'GREW beyond noise' if lat_grew else 'flat within noise'}")
+    print(
+        f"[soak] RSS {rss_slope:+.3f} MiB/min ({rss_growth:+.1f} MiB over the run, {rss_slope * 60:+.0f} MiB/h "
+        "if it kept on): "
+        f"{'GREW beyond noise' if rss_grew else 'flat within noise'}"
+    )
+    print(
+        f"[soak] latency p50 {lat_slope:+.3f} ms/min ({lat_growth:+.1f} ms over the run): "
+        f"{'GREW beyond noise' if lat_grew else 'flat within noise'}"
+    )
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         with (a.out / "soak.csv").open("w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(asdict(samples[0]).keys()) if samples else ["t_min"])
             w.writeheader()
             w.writerows(asdict(s) for s in samples)
-        (a.out / "soak.json").write_text(json.dumps({"samples": [asdict(s) for s in samples], **verdict},
-                                                    indent=2) + "\n")
+        (a.out / "soak.json").write_text(
+            json.dumps({"samples": [asdict(s) for s in samples], **verdict}, indent=2) + "\n"
+        )
     return 1 if rss_grew or lat_grew else 0
 
 

@@ -74,9 +74,12 @@ def kf_older(a: int, b: int) -> bool:
 
 
 class FaceDecoder(Decoder):
-    def __init__(self, weights: Path | None = None,
-                 renderer_factory: Callable[[wire.Header], Renderer] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        weights: Path | None = None,
+        renderer_factory: Callable[[wire.Header], Renderer] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._factory = renderer_factory or (lambda h: make_renderer(h.profile, h.size, weights, h.model))
         self._clock = clock
         self.stats = DecoderStats()
@@ -274,8 +277,9 @@ class FaceDecoder(Decoder):
             return None
         self._no_face_since = None
         params = dequantize(p.values, quant)
-        params.yaw, params.pitch, params.roll = (a + b for a, b in zip(
-            (params.yaw, params.pitch, params.roll), self.view, strict=True))
+        params.yaw, params.pitch, params.roll = (
+            a + b for a, b in zip((params.yaw, params.pitch, params.roll), self.view, strict=True)
+        )
         self._frame = renderer.render(params)
         append_capped(self.stats.render_ms, (time.perf_counter() - t0) * 1000)
         self.stats.rendered += 1

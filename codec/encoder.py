@@ -73,9 +73,16 @@ def unpack_keyframe(payload: bytes) -> tuple[bytes, bytes]:
 class FaceEncoder(Encoder):
     """Tracks the face, sends a keyframe when one is due, then one small packet per frame."""
 
-    def __init__(self, profile: str = DEFAULT_PROFILE, size: int = DEFAULT_SIZE, fps: float = DEFAULT_FPS,
-                 keyframe_crf: int = keyframe.DEFAULT_CRF, quant: QuantSpec | None = None,
-                 weights: Path | None = None, estimator: Estimator | None = None) -> None:
+    def __init__(
+        self,
+        profile: str = DEFAULT_PROFILE,
+        size: int = DEFAULT_SIZE,
+        fps: float = DEFAULT_FPS,
+        keyframe_crf: int = keyframe.DEFAULT_CRF,
+        quant: QuantSpec | None = None,
+        weights: Path | None = None,
+        estimator: Estimator | None = None,
+    ) -> None:
         self.profile, self.size, self.fps = profile, size, fps
         self.keyframe_crf = keyframe_crf
         self.quant = quant or QuantSpec()
@@ -100,8 +107,9 @@ class FaceEncoder(Encoder):
         """The crop of the last encoded frame (what the receiver should show)."""
 
     def header(self) -> wire.Header:
-        return wire.Header(self.profile, self.size, self.fps, self.estimator.n_expr, self.quant.to_list(),
-                           self.model, self.epoch_ms)
+        return wire.Header(
+            self.profile, self.size, self.fps, self.estimator.n_expr, self.quant.to_list(), self.model, self.epoch_ms
+        )
 
     def _emit(self, msg: wire.Message, reliable: bool, keyframe_msg: bool = False) -> Packet:
         data = wire.encode(msg)

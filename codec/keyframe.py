@@ -38,7 +38,7 @@ def strip_sei(annexb: bytes) -> bytes:
         if end < len(annexb) and annexb[end - 1] == 0:
             end -= 1  # a 4-byte start code's leading zero belongs to the next unit
         if start + 3 < len(annexb) and annexb[start + 3] & 0x1F != NAL_SEI:
-            out += b"\x00\x00\x01" + annexb[start + 3:end]
+            out += b"\x00\x00\x01" + annexb[start + 3 : end]
     return bytes(out)
 
 

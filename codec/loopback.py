@@ -34,8 +34,9 @@ class LoopbackFrame:
     """Bytes the encoder emitted for this frame (keyframe included)."""
 
 
-def run(frames: Iterable[np.ndarray], encoder: Encoder, decoder: Decoder, fps: float,
-        deliver: LossPattern = no_loss) -> Iterator[LoopbackFrame]:
+def run(
+    frames: Iterable[np.ndarray], encoder: Encoder, decoder: Decoder, fps: float, deliver: LossPattern = no_loss
+) -> Iterator[LoopbackFrame]:
     """Encode each frame, deliver its packets (and the decoder's replies), render."""
     n_msg = 0
     shown: np.ndarray | None = None

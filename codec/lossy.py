@@ -144,8 +144,14 @@ class LossyFrame:
     """Messages the receiver sent back at this tick (keyframe requests, acks)."""
 
 
-def run(frames: Iterable[np.ndarray], encoder: Encoder, decoder: Decoder, fps: float, link: LossyLink,
-        clock: TickClock | None = None) -> Iterator[LossyFrame]:
+def run(
+    frames: Iterable[np.ndarray],
+    encoder: Encoder,
+    decoder: Decoder,
+    fps: float,
+    link: LossyLink,
+    clock: TickClock | None = None,
+) -> Iterator[LossyFrame]:
     """Encode each frame, pass its packets through the link, deliver what is due, render.
 
     Give the decoder `clock` (FaceDecoder(clock=clock)) for rate limits in frame time."""
@@ -169,5 +175,12 @@ def run(frames: Iterable[np.ndarray], encoder: Encoder, decoder: Decoder, fps: f
         fading = getattr(decoder, "fading", lambda: False)()
         out = decoder.render() if pending or fading else None  # like the peer: render only what changes
         shown = out if out is not None else shown
-        yield LossyFrame(i, ms, shown, getattr(decoder, "latest_capture_ms", None), pending and out is not None,
-                         sum(len(p.data) for p in packets), replies)
+        yield LossyFrame(
+            i,
+            ms,
+            shown,
+            getattr(decoder, "latest_capture_ms", None),
+            pending and out is not None,
+            sum(len(p.data) for p in packets),
+            replies,
+        )

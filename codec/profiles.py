@@ -36,8 +36,10 @@ def make_renderer(name: str, size: int, weights: Path | None = None, model: str 
     if model:
         have = model_id(name, weights) if weights is not None or name == "mesh" else "no weights"
         if have != model:
-            raise ProfileError(f"the caller uses {name} model {model}, this receiver has {have or 'none'}: "
-                               "pass --weights with the caller's weights")
+            raise ProfileError(
+                f"the caller uses {name} model {model}, this receiver has {have or 'none'}: "
+                "pass --weights with the caller's weights"
+            )
     if name == "mesh":
         from models.mesh.renderer import MeshRenderer
 

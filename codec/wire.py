@@ -124,16 +124,31 @@ def _tv(kind: Kind) -> int:
 def encode(msg: Message) -> bytes:
     if isinstance(msg, Params):
         values = np.asarray(msg.values, dtype=np.int8).tobytes()
-        body = [_tv(Kind.PARAMS), msg.seq % SEQ_MODULO, msg.capture_ms % TIME_MODULO,
-                msg.kf_id % KF_MODULO, int(msg.flags), values]
+        body = [
+            _tv(Kind.PARAMS),
+            msg.seq % SEQ_MODULO,
+            msg.capture_ms % TIME_MODULO,
+            msg.kf_id % KF_MODULO,
+            int(msg.flags),
+            values,
+        ]
     elif isinstance(msg, KeyframeChunk):
         body = [_tv(Kind.KEYFRAME), msg.kf_id % KF_MODULO, msg.index, msg.count, msg.data]
     elif isinstance(msg, ControlMessage):
         body = [_tv(Kind.CONTROL), int(msg.code), int(msg.arg)]
     elif isinstance(msg, Header):
-        body = [_tv(Kind.HEADER), {"profile": msg.profile, "size": msg.size, "fps": float(msg.fps),
-                                   "n_expr": msg.n_expr, "steps": [float(s) for s in msg.steps],
-                                   "model": msg.model, "epoch_ms": int(msg.epoch_ms)}]
+        body = [
+            _tv(Kind.HEADER),
+            {
+                "profile": msg.profile,
+                "size": msg.size,
+                "fps": float(msg.fps),
+                "n_expr": msg.n_expr,
+                "steps": [float(s) for s in msg.steps],
+                "model": msg.model,
+                "epoch_ms": int(msg.epoch_ms),
+            },
+        ]
     else:
         raise TypeError(f"cannot encode {type(msg).__name__}")
     return msgpack.packb(body, use_bin_type=True)
@@ -154,9 +169,17 @@ def decode(data: bytes) -> Message:
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError(f"packet too large: {len(data)} bytes (limit {MAX_MESSAGE_BYTES})")
     try:
-        body = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True, use_list=True,
-                               max_bin_len=MAX_MESSAGE_BYTES, max_str_len=256,
-                               max_array_len=64, max_map_len=16, max_ext_len=0)
+        body = msgpack.unpackb(
+            bytes(data),
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=MAX_MESSAGE_BYTES,
+            max_str_len=256,
+            max_array_len=64,
+            max_map_len=16,
+            max_ext_len=0,
+        )
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise WireError(f"malformed packet: not msgpack ({type(exc).__name__})") from None
     if not isinstance(body, list) or not body or not isinstance(body[0], int) or isinstance(body[0], bool):
@@ -221,8 +244,11 @@ def _decode_header(body: list, size: int) -> Header:
     n_expr = _int(h.get("n_expr"), "expression size", 0, MAX_VALUES - 6)
     if not isinstance(fps, float | int) or isinstance(fps, bool) or not 0 < fps <= 240:
         raise WireError("malformed header: fps")
-    if (not isinstance(steps, list) or len(steps) != 4
-            or not all(isinstance(s, float | int) and not isinstance(s, bool) and 0 < s < 1e3 for s in steps)):
+    if (
+        not isinstance(steps, list)
+        or len(steps) != 4
+        or not all(isinstance(s, float | int) and not isinstance(s, bool) and 0 < s < 1e3 for s in steps)
+    ):
         raise WireError("malformed header: steps")
     epoch = _int(h.get("epoch_ms", 0), "epoch", 0, 1 << 53)
     return Header(profile, size_px, float(fps), n_expr, [float(s) for s in steps], model, epoch)
@@ -238,9 +264,10 @@ def split_keyframe(kf_id: int, payload: bytes) -> list[KeyframeChunk]:
     count = max(1, -(-len(payload) // KEYFRAME_CHUNK_BYTES))
     if count > MAX_KEYFRAME_CHUNKS:
         raise WireError(f"keyframe too large: {len(payload)} bytes")
-    return [KeyframeChunk(kf_id % KF_MODULO, i, count,
-                          payload[i * KEYFRAME_CHUNK_BYTES:(i + 1) * KEYFRAME_CHUNK_BYTES])
-            for i in range(count)]
+    return [
+        KeyframeChunk(kf_id % KF_MODULO, i, count, payload[i * KEYFRAME_CHUNK_BYTES : (i + 1) * KEYFRAME_CHUNK_BYTES])
+        for i in range(count)
+    ]
 
 
 class KeyframeAssembler:

@@ -78,8 +78,9 @@ def crop(frame: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     return cv2.resize(region, (size, size), interpolation=interp)
 
 
-def box_around(cx: float, cy: float, face_side: float, frame_shape: tuple[int, ...],
-               scale: float = CROP_FACE_SCALE) -> CropBox:
+def box_around(
+    cx: float, cy: float, face_side: float, frame_shape: tuple[int, ...], scale: float = CROP_FACE_SCALE
+) -> CropBox:
     """Square box of scale * face_side centred on the face, kept inside the frame if it fits."""
     h, w = frame_shape[:2]
     side = int(round(min(max(face_side * scale, 32), max(h, w))))
@@ -99,7 +100,8 @@ class FaceDetector:
         mp = _mediapipe()
         with quiet_native_stderr():
             self._det = mp.solutions.face_detection.FaceDetection(
-                model_selection=1, min_detection_confidence=MIN_DETECTION_CONFIDENCE)
+                model_selection=1, min_detection_confidence=MIN_DETECTION_CONFIDENCE
+            )
             self._det.process(np.zeros((64, 64, 3), np.uint8))  # start the graph now, quietly
 
     def find(self, frame: np.ndarray) -> CropBox | None:
@@ -125,9 +127,12 @@ class FaceMesh:
         mp = _mediapipe()
         with quiet_native_stderr():
             self._mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=not video, max_num_faces=1, refine_landmarks=False,
+                static_image_mode=not video,
+                max_num_faces=1,
+                refine_landmarks=False,
                 min_detection_confidence=MIN_DETECTION_CONFIDENCE,
-                min_tracking_confidence=MIN_TRACKING_CONFIDENCE)
+                min_tracking_confidence=MIN_TRACKING_CONFIDENCE,
+            )
             self._mesh.process(np.zeros((64, 64, 3), np.uint8))  # start the graph now, quietly
         self._quiet = True
 

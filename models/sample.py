@@ -45,16 +45,25 @@ def script(t: float, size: int) -> FrameParams:
     blink_phase = (t % BLINK_EVERY_S) / 0.18  # a blink lasts ~0.18 s
     blink = np.sin(np.pi * blink_phase) if blink_phase < 1 else 0.0
     px = 1.0 / size  # expression coefficients are in crop widths
-    for name, value in (("jaw_y", 9 * talk * px), ("lower_lip_y", 5 * talk * px),
-                        ("right_lid_y", 5 * blink * px), ("left_lid_y", 5 * blink * px),
-                        ("mouth_left_x", 2 * np.sin(2 * np.pi * 0.3 * t) * px),
-                        ("mouth_right_x", -2 * np.sin(2 * np.pi * 0.3 * t) * px)):
+    for name, value in (
+        ("jaw_y", 9 * talk * px),
+        ("lower_lip_y", 5 * talk * px),
+        ("right_lid_y", 5 * blink * px),
+        ("left_lid_y", 5 * blink * px),
+        ("mouth_left_x", 2 * np.sin(2 * np.pi * 0.3 * t) * px),
+        ("mouth_right_x", -2 * np.sin(2 * np.pi * 0.3 * t) * px),
+    ):
         j = _coeff(name)
         if j is not None:
             expr[j] = value
-    return FrameParams(yaw=YAW_DEG * np.sin(2 * np.pi * t / 4.0), pitch=PITCH_DEG * np.sin(2 * np.pi * t / 3.1),
-                       roll=ROLL_DEG * np.sin(2 * np.pi * t / 5.3), tx=0.02 * np.sin(2 * np.pi * t / 6.0),
-                       ty=0.01 * np.sin(2 * np.pi * t / 3.7), expression=expr)
+    return FrameParams(
+        yaw=YAW_DEG * np.sin(2 * np.pi * t / 4.0),
+        pitch=PITCH_DEG * np.sin(2 * np.pi * t / 3.1),
+        roll=ROLL_DEG * np.sin(2 * np.pi * t / 5.3),
+        tx=0.02 * np.sin(2 * np.pi * t / 6.0),
+        ty=0.01 * np.sin(2 * np.pi * t / 3.7),
+        expression=expr,
+    )
 
 
 def frames(seconds: float = SAMPLE_SECONDS, fps: float = SAMPLE_FPS) -> Iterator[np.ndarray]:

@@ -38,8 +38,13 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", help=f"shared secret for signaling (or set {signaling.TOKEN_ENV})")
-    p.add_argument("--ice-server", action="append", default=[], metavar="URL",
-                   help="STUN/TURN server, e.g. stun:stun.example.org:3478 or turn:user:pass@host:3478")
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN/TURN server, e.g. stun:stun.example.org:3478 or turn:user:pass@host:3478",
+    )
     p.add_argument("--stats", type=Path, metavar="FILE.json", help="write a summary when the call ends")
     p.add_argument("--weights", type=Path, help="fv2v weights (safetensors)")
     p.add_argument("--quiet", action="store_true", help="no status line")
@@ -66,11 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument("--listen", default=f"0.0.0.0:{signaling.DEFAULT_PORT}", help="HOST:PORT to listen on")
     recv.add_argument("--out", type=Path, metavar="FILE.mp4", help="write the received video")
     recv.add_argument("--no-window", action="store_true", help="do not open a window")
-    recv.add_argument("--once", action="store_true",
-                      help="exit after the first call that ends with a bye (a dropped call is waited out)")
+    recv.add_argument(
+        "--once",
+        action="store_true",
+        help="exit after the first call that ends with a bye (a dropped call is waited out)",
+    )
     for axis in ("yaw", "pitch", "roll"):
-        recv.add_argument(f"--{axis}", type=float, default=0.0, metavar="DEG",
-                          help=f"free view: add DEG to the caller's head {axis} (keys change it live)")
+        recv.add_argument(
+            f"--{axis}",
+            type=float,
+            default=0.0,
+            metavar="DEG",
+            help=f"free view: add DEG to the caller's head {axis} (keys change it live)",
+        )
     _common(recv)
 
     demo = sub.add_parser("demo", help="a loopback call on the embedded sample")
@@ -100,18 +113,26 @@ def cmd_send(a: argparse.Namespace) -> int:
     from peer.stats import write_json
 
     source = open_source(a.camera, a.loop)
-    opts = SendOptions(signaling.Endpoint.parse(a.peer, "127.0.0.1"), signaling.token_from_env(a.token),
-                       a.ice_server, a.max_frames, a.connect_timeout, not a.no_reconnect, not a.quiet)
-    encoder = FaceEncoder(a.profile, a.size, source.fps, a.keyframe_crf, QuantSpec().scaled(a.quant_scale),
-                          a.weights)
+    opts = SendOptions(
+        signaling.Endpoint.parse(a.peer, "127.0.0.1"),
+        signaling.token_from_env(a.token),
+        a.ice_server,
+        a.max_frames,
+        a.connect_timeout,
+        not a.no_reconnect,
+        not a.quiet,
+    )
+    encoder = FaceEncoder(a.profile, a.size, source.fps, a.keyframe_crf, QuantSpec().scaled(a.quant_scale), a.weights)
     try:
         summary = _run(run_sender(source, encoder, opts))
     finally:
         encoder.close()
         source.close()
     write_json(a.stats, summary)
-    print(f"[send] done: {summary['frames']} frames, payload {summary['payload_kbps']:.2f} kbit/s, "
-          f"wire {summary['wire_kbps']:.2f} kbit/s")
+    print(
+        f"[send] done: {summary['frames']} frames, payload {summary['payload_kbps']:.2f} kbit/s, "
+        f"wire {summary['wire_kbps']:.2f} kbit/s"
+    )
     return 0
 
 
@@ -134,8 +155,16 @@ def cmd_recv(a: argparse.Namespace) -> int:
 
         sinks.append(show)
         closers.append(window.close)
-    opts = RecvOptions(signaling.Endpoint.parse(a.listen), signaling.token_from_env(a.token), a.ice_server,
-                       a.weights, a.once, a.stats, not a.quiet, view=view)
+    opts = RecvOptions(
+        signaling.Endpoint.parse(a.listen),
+        signaling.token_from_env(a.token),
+        a.ice_server,
+        a.weights,
+        a.once,
+        a.stats,
+        not a.quiet,
+        view=view,
+    )
     preload(DEFAULT_PROFILE)
     try:
         _run(serve(opts, sinks))
@@ -158,8 +187,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
     result = _run(run_demo(a.out, a.profile, a.seconds, not a.quiet, a.weights, source))
     print(summary_line(result))
     if a.stats:
-        a.stats.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v
-                                       for k, v in result.__dict__.items()}, indent=2) + "\n")
+        a.stats.write_text(
+            json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2) + "\n"
+        )
     if not a.no_window:
         play(a.out)
     return 0
@@ -174,8 +204,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except (SourceError, SinkError, signaling.SignalingError, ProfileError, ConnectionError, ValueError,
-            RuntimeError, OSError) as exc:
+    except (
+        SourceError,
+        SinkError,
+        signaling.SignalingError,
+        ProfileError,
+        ConnectionError,
+        ValueError,
+        RuntimeError,
+        OSError,
+    ) as exc:
         print(f"fvcall: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
 

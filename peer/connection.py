@@ -42,7 +42,8 @@ def use_loopback_candidates(enabled: bool) -> None:
 
     Used when the signaling peer is on this machine: the call then never leaves loopback."""
     aioice.ice.get_host_addresses = (
-        (lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []) if enabled else _original_host_addresses)
+        (lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []) if enabled else _original_host_addresses
+    )
 
 
 def ice_configuration(urls: list[str]) -> RTCConfiguration:
@@ -157,8 +158,9 @@ class Connection:
         try:
             await asyncio.wait_for(self._open.wait(), timeout)
         except TimeoutError:
-            raise ConnectionError(f"data channels did not open within {timeout:.0f} s "
-                                  "(a firewall, or no ICE route: try --ice-server)") from None
+            raise ConnectionError(
+                f"data channels did not open within {timeout:.0f} s (a firewall, or no ICE route: try --ice-server)"
+            ) from None
 
     def send(self, data: bytes, reliable: bool) -> bool:
         """Queue one message; False when it was dropped (channel closed or params congested)."""

@@ -57,11 +57,17 @@ class DemoResult:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-10))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
-async def run_demo(out: Path, profile: str = "mesh", seconds: float = DEMO_SECONDS, status: bool = True,
-                   weights: Path | None = None, source: FrameSource | None = None) -> DemoResult:
+async def run_demo(
+    out: Path,
+    profile: str = "mesh",
+    seconds: float = DEMO_SECONDS,
+    status: bool = True,
+    weights: Path | None = None,
+    source: FrameSource | None = None,
+) -> DemoResult:
     """The call on `source` (default: the embedded sample, `seconds` long)."""
     if source is None:
         source = ArraySource(list(sample.frames(seconds)), sample.SAMPLE_FPS)
@@ -72,8 +78,14 @@ async def run_demo(out: Path, profile: str = "mesh", seconds: float = DEMO_SECON
     port_box: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     recv_opts = RecvOptions(signaling.Endpoint("127.0.0.1", 0), once=True, status=status, weights=weights)
-    server = asyncio.create_task(serve(recv_opts, [lambda f, ms: received.__setitem__(ms, f)],
-                                       ready=port_box.set_result, on_summary=summaries.append))
+    server = asyncio.create_task(
+        serve(
+            recv_opts,
+            [lambda f, ms: received.__setitem__(ms, f)],
+            ready=port_box.set_result,
+            on_summary=summaries.append,
+        )
+    )
     port = await asyncio.wait_for(port_box, 10)
     encoder = FaceEncoder(profile=profile, fps=source.fps, weights=weights)
     send_opts = SendOptions(signaling.Endpoint("127.0.0.1", port), status=status, reconnect=False)
@@ -91,11 +103,20 @@ async def run_demo(out: Path, profile: str = "mesh", seconds: float = DEMO_SECON
     got = summaries[0] if summaries else {}
     scores = [psnr(received[ms], sent[ms]) for ms in sent if ms in received]
     shown_scores = _write_side_by_side(out, sent, received)
-    return DemoResult(summary["frames_sent"], got.get("frames_rendered", 0), summary["payload_kbps"],
-                      summary["wire_kbps"], summary["keyframe_bytes"], summary["payload_bytes_per_frame"] or 0.0,
-                      float(np.mean(scores)) if scores else float("nan"),
-                      float(np.mean(shown_scores)) if shown_scores else float("nan"),
-                      summary["estimate_ms_p50"], got.get("render_ms_p50"), got.get("latency_ms_p50"), out)
+    return DemoResult(
+        summary["frames_sent"],
+        got.get("frames_rendered", 0),
+        summary["payload_kbps"],
+        summary["wire_kbps"],
+        summary["keyframe_bytes"],
+        summary["payload_bytes_per_frame"] or 0.0,
+        float(np.mean(scores)) if scores else float("nan"),
+        float(np.mean(shown_scores)) if shown_scores else float("nan"),
+        summary["estimate_ms_p50"],
+        got.get("render_ms_p50"),
+        got.get("latency_ms_p50"),
+        out,
+    )
 
 
 def _write_side_by_side(out: Path, sent: dict[int, np.ndarray], received: dict[int, np.ndarray]) -> list[float]:
@@ -129,9 +150,13 @@ def play(path: Path) -> None:
 
 
 def summary_line(r: DemoResult) -> str:
-    ms = " | ".join(f"{name} {v:.1f} ms" for name, v in (("estimate", r.estimate_ms_p50), ("render", r.render_ms_p50),
-                                                        ("latency", r.latency_ms_p50)) if v is not None)
-    return (f"demo: {r.frames_rendered}/{r.frames_sent} frames rendered | payload {r.payload_kbps:.2f} kbit/s "
-            f"(keyframe {r.keyframe_bytes} B, {r.params_bytes_per_frame:.1f} B/frame) | wire {r.wire_kbps:.2f} "
-            f"kbit/s | {ms} | PSNR {r.psnr_db:.2f} dB rendered, {r.psnr_shown_db:.2f} dB shown | wrote {r.out}")
-
+    ms = " | ".join(
+        f"{name} {v:.1f} ms"
+        for name, v in (("estimate", r.estimate_ms_p50), ("render", r.render_ms_p50), ("latency", r.latency_ms_p50))
+        if v is not None
+    )
+    return (
+        f"demo: {r.frames_rendered}/{r.frames_sent} frames rendered | payload {r.payload_kbps:.2f} kbit/s "
+        f"(keyframe {r.keyframe_bytes} B, {r.params_bytes_per_frame:.1f} B/frame) | wire {r.wire_kbps:.2f} "
+        f"kbit/s | {ms} | PSNR {r.psnr_db:.2f} dB rendered, {r.psnr_shown_db:.2f} dB shown | wrote {r.out}"
+    )

@@ -69,6 +69,7 @@ def cut(conn: Connection) -> None:
 
     The sockets stay open (as when a cable is pulled or a Wi-Fi roams), so neither SCTP nor
     ICE notice for tens of seconds; the connection watchdogs on both sides must."""
+
     async def send_nothing(data: bytes, addr: tuple[str, int]) -> None:
         return None
 

@@ -236,9 +236,13 @@ class Call:
                 self._wake.set()
 
 
-async def serve(opts: RecvOptions, sinks: list[Sink], ready: Callable[[int], None] | None = None,
-                on_summary: Callable[[dict], None] | None = None,
-                on_call: Callable[[Call], None] | None = None) -> None:
+async def serve(
+    opts: RecvOptions,
+    sinks: list[Sink],
+    ready: Callable[[int], None] | None = None,
+    on_summary: Callable[[dict], None] | None = None,
+    on_call: Callable[[Call], None] | None = None,
+) -> None:
     """Accept calls one at a time until stopped (or, with opts.once, a call ends with a bye).
 
     on_call sees each call as it starts (its decoder's stats, for tests and the soak)."""
@@ -264,11 +268,9 @@ async def serve(opts: RecvOptions, sinks: list[Sink], ready: Callable[[int], Non
             return
         handshakes += 1
         try:
-            offer_sdp = await asyncio.wait_for(signaling.accept_offer(chan, opts.token),
-                                               opts.handshake_timeout_s)
+            offer_sdp = await asyncio.wait_for(signaling.accept_offer(chan, opts.token), opts.handshake_timeout_s)
         except (signaling.SignalingError, ConnectionError, ValueError, TimeoutError) as exc:
-            reason = (f"no offer within {opts.handshake_timeout_s:g} s" if isinstance(exc, TimeoutError)
-                      else str(exc))
+            reason = f"no offer within {opts.handshake_timeout_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
             status.message(f"refused a caller from {chan.peer_host or '?'}: {reason}")
             if isinstance(exc, TimeoutError):
                 await refuse(chan, reason)
@@ -283,8 +285,9 @@ async def serve(opts: RecvOptions, sinks: list[Sink], ready: Callable[[int], Non
                 status.message(f"refused a caller from {chan.peer_host or '?'}: a call is in progress")
                 await refuse(chan, "busy: a call is in progress")
                 return
-            status.message(f"the call in progress went silent {call_now.conn.silent_s():.1f} s ago: "
-                           "a new call replaces it")
+            status.message(
+                f"the call in progress went silent {call_now.conn.silent_s():.1f} s ago: a new call replaces it"
+            )
             call_now.end(EndReason.REPLACED)
             waiting = True
         async with busy:
@@ -311,9 +314,9 @@ async def serve(opts: RecvOptions, sinks: list[Sink], ready: Callable[[int], Non
             if call.error:
                 status.message(call.error)
             how = {EndReason.BYE: "call ended", EndReason.REPLACED: "call replaced"}.get(
-                call.ended, f"call dropped ({call.conn.drop_reason}), still listening")
-            status.message(f"{how}: {summary['frames_rendered']} frames rendered, "
-                           f"{summary['frames_dropped']} dropped")
+                call.ended, f"call dropped ({call.conn.drop_reason}), still listening"
+            )
+            status.message(f"{how}: {summary['frames_rendered']} frames rendered, {summary['frames_dropped']} dropped")
             write_json(opts.stats_path, summary)
             if on_summary:
                 on_summary(summary)
@@ -321,8 +324,7 @@ async def serve(opts: RecvOptions, sinks: list[Sink], ready: Callable[[int], Non
                 finished.set()
 
     try:
-        server = await asyncio.start_server(handle, opts.listen.host, opts.listen.port,
-                                            limit=signaling.MAX_LINE_BYTES)
+        server = await asyncio.start_server(handle, opts.listen.host, opts.listen.port, limit=signaling.MAX_LINE_BYTES)
     except OSError as exc:
         raise signaling.SignalingError(f"cannot listen on {opts.listen}: {exc.strerror or exc}") from None
     port = server.sockets[0].getsockname()[1]

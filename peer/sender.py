@@ -90,9 +90,13 @@ async def _keepalive(holder: list[Connection], encoder: FaceEncoder) -> None:
             conn.send(wire.encode(wire.ControlMessage(wire.Control.FACE_LOST, int(encoder.face_lost))), True)
 
 
-async def run_sender(source: FrameSource, encoder: FaceEncoder, opts: SendOptions,
-                     on_frame: Callable[[int, np.ndarray | None], None] | None = None,
-                     on_connection: Callable[[Connection], None] | None = None) -> dict:
+async def run_sender(
+    source: FrameSource,
+    encoder: FaceEncoder,
+    opts: SendOptions,
+    on_frame: Callable[[int, np.ndarray | None], None] | None = None,
+    on_connection: Callable[[Connection], None] | None = None,
+) -> dict:
     """Run one call until the source ends (or max_frames); returns the summary.
 
     on_connection sees each peer connection as it opens (the first, and each after a reconnect)."""
@@ -190,8 +194,9 @@ async def _flush(conn: Connection) -> None:
     await asyncio.sleep(0.1)  # let SCTP put the last message on the wire
 
 
-async def _reconnect(old: Connection, opts: SendOptions, on_ctrl: Callable[[bytes], None], encoder: FaceEncoder,
-                     status: StatusLine) -> Connection:
+async def _reconnect(
+    old: Connection, opts: SendOptions, on_ctrl: Callable[[bytes], None], encoder: FaceEncoder, status: StatusLine
+) -> Connection:
     """A new peer connection after a drop; retries (busy receiver, receiver restarting) for a while."""
     status.message(f"connection lost ({old.drop_reason or 'closed'}): calling again")
     await old.close()

@@ -58,11 +58,18 @@ class StatusLine:
 
 def sender_summary(s: EncoderStats, duration_s: float, frames_sent: int) -> dict:
     return {
-        "role": "send", "frames": s.frames, "frames_sent": frames_sent, "keyframes": s.keyframes,
-        "no_face_frames": s.no_face_frames, "payload_bytes": s.rate.payload_bytes, "wire_bytes": s.rate.wire_bytes,
-        "keyframe_bytes": s.rate.keyframe_bytes, "duration_s": duration_s,
+        "role": "send",
+        "frames": s.frames,
+        "frames_sent": frames_sent,
+        "keyframes": s.keyframes,
+        "no_face_frames": s.no_face_frames,
+        "payload_bytes": s.rate.payload_bytes,
+        "wire_bytes": s.rate.wire_bytes,
+        "keyframe_bytes": s.rate.keyframe_bytes,
+        "duration_s": duration_s,
         "payload_bytes_per_frame": _per_frame(s.rate.payload_bytes - s.rate.keyframe_bytes, s.params_sent),
-        "estimate_ms_p50": percentile(s.estimate_ms, 50), "estimate_ms_p95": percentile(s.estimate_ms, 95),
+        "estimate_ms_p50": percentile(s.estimate_ms, 50),
+        "estimate_ms_p95": percentile(s.estimate_ms, 95),
         **_kbps(s.rate, duration_s),
     }
 
@@ -70,13 +77,24 @@ def sender_summary(s: EncoderStats, duration_s: float, frames_sent: int) -> dict
 def receiver_summary(s: DecoderStats, duration_s: float) -> dict:
     frames_expected = s.expected
     return {
-        "role": "recv", "frames": s.params, "frames_expected": frames_expected, "frames_rendered": s.rendered,
-        "frames_dropped": max(0, frames_expected - s.rendered), "frames_superseded": s.superseded,
-        "frames_stale": s.stale, "bad_packets": s.bad_packets, "keyframes": s.keyframes,
-        "keyframe_requests": s.keyframe_requests, "payload_bytes": s.rate.payload_bytes,
-        "wire_bytes": s.rate.wire_bytes, "keyframe_bytes": s.rate.keyframe_bytes, "duration_s": duration_s,
-        "latency_ms_p50": percentile(s.latency_ms, 50), "latency_ms_p95": percentile(s.latency_ms, 95),
-        "render_ms_p50": percentile(s.render_ms, 50), "render_ms_p95": percentile(s.render_ms, 95),
+        "role": "recv",
+        "frames": s.params,
+        "frames_expected": frames_expected,
+        "frames_rendered": s.rendered,
+        "frames_dropped": max(0, frames_expected - s.rendered),
+        "frames_superseded": s.superseded,
+        "frames_stale": s.stale,
+        "bad_packets": s.bad_packets,
+        "keyframes": s.keyframes,
+        "keyframe_requests": s.keyframe_requests,
+        "payload_bytes": s.rate.payload_bytes,
+        "wire_bytes": s.rate.wire_bytes,
+        "keyframe_bytes": s.rate.keyframe_bytes,
+        "duration_s": duration_s,
+        "latency_ms_p50": percentile(s.latency_ms, 50),
+        "latency_ms_p95": percentile(s.latency_ms, 95),
+        "render_ms_p50": percentile(s.render_ms, 50),
+        "render_ms_p95": percentile(s.render_ms, 95),
         **_kbps(s.rate, duration_s),
     }
 
@@ -88,9 +106,11 @@ def _per_frame(total: int, n: int) -> float | None:
 def _kbps(rate: RateMeter, duration_s: float) -> dict:
     if duration_s <= 0:
         return {"payload_kbps": None, "wire_kbps": None, "params_payload_kbps": None}
-    return {"payload_kbps": rate.payload_bytes * 8 / duration_s / 1000,
-            "wire_kbps": rate.wire_bytes * 8 / duration_s / 1000,
-            "params_payload_kbps": (rate.payload_bytes - rate.keyframe_bytes) * 8 / duration_s / 1000}
+    return {
+        "payload_kbps": rate.payload_bytes * 8 / duration_s / 1000,
+        "wire_kbps": rate.wire_bytes * 8 / duration_s / 1000,
+        "params_payload_kbps": (rate.payload_bytes - rate.keyframe_bytes) * 8 / duration_s / 1000,
+    }
 
 
 def write_json(path: Path | None, summary: dict) -> None:

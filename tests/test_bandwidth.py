@@ -23,13 +23,14 @@ QUICK_RUN_LIMIT_S = 300  # a hang guard only: the quick run takes ~20 s on an id
 
 # -- BD-rate and ratios -------------------------------------------------------------------------
 
+
 def test_bd_rate_hand_computed() -> None:
     # Anchor: log10(rate) = q / 10 on q in [30, 40]; test: the same line shifted up by 0.1 decades,
     # on q in [32, 42]. Shared range [32, 40]; the log-rate gap is 0.1 everywhere -> 10**0.1 - 1.
     qa = np.arange(30, 41, 2.0)
     qt = np.arange(32, 43, 2.0)
     bd = bdrate.bd_rate(10 ** (qa / 10), qa, 10 ** (qt / 10 + 0.1), qt)
-    assert bd == pytest.approx((10 ** 0.1 - 1) * 100, abs=1e-9)  # +25.89 %
+    assert bd == pytest.approx((10**0.1 - 1) * 100, abs=1e-9)  # +25.89 %
 
 
 def test_bd_rate_half_the_bits_is_minus_50_percent() -> None:
@@ -52,7 +53,7 @@ def test_bd_rate_without_overlap_is_none() -> None:
 def test_ratio_at_equal_quality_hand_computed() -> None:
     # Anchor: 1 kbit/s at 30 dB, 10 kbit/s at 40 dB (log-linear between two points): 35 dB needs 10**0.5.
     ratio, note = bdrate.ratio_at_equal_quality([1.0, 10.0], [30.0, 40.0], rate=1.0, quality=35.0)
-    assert ratio == pytest.approx(10 ** 0.5) and note == ""
+    assert ratio == pytest.approx(10**0.5) and note == ""
     ratio, note = bdrate.ratio_at_equal_quality([1.0, 10.0], [30.0, 40.0], rate=1.0, quality=25.0)
     assert ratio is None and "below" in note
 
@@ -63,6 +64,7 @@ def test_lower_envelope_keeps_only_undominated_points() -> None:
 
 
 # -- rate accounting ----------------------------------------------------------------------------
+
 
 def test_data_channel_rate_is_exact() -> None:
     # 25 frames at 25 fps = 1 s: a 1000-byte keyframe message and 24 parameter messages of 30 bytes.
@@ -93,6 +95,7 @@ def test_rtp_rate_is_exact() -> None:
 
 
 # -- anchors ------------------------------------------------------------------------------------
+
 
 def test_sent_frames_reduce_the_frame_rate() -> None:
     assert sum(anchors.sent_frames(25, 25.0, 10.0)) == 10
@@ -126,6 +129,7 @@ def test_x264_anchor_round_trip_and_rate_falls_with_crf() -> None:
 
 
 # -- metrics ------------------------------------------------------------------------------------
+
 
 def _pair() -> tuple[np.ndarray, np.ndarray]:
     import cv2
@@ -174,11 +178,19 @@ def test_vmaf_identical_is_high_and_noise_lowers_it() -> None:
 
 # -- the script ---------------------------------------------------------------------------------
 
+
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"real clips absent: {DATA} (see shared/data/MANIFEST.md)")
 def test_quick_run_writes_every_file(tmp_path: Path) -> None:
     out = tmp_path / "bw"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bandwidth.py"), "--quick", "--clips", str(DATA), "--out",
-           str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bandwidth.py"),
+        "--quick",
+        "--clips",
+        str(DATA),
+        "--out",
+        str(out),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=QUICK_RUN_LIMIT_S, cwd=ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     runs = sorted((out / "runs").glob("*.json"))

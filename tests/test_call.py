@@ -31,21 +31,48 @@ def free_port() -> int:
 def run_call(tmp_path: Path, clip: Path, *extra_send: str) -> tuple[dict, dict, subprocess.CompletedProcess]:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    recv = subprocess.Popen(fvcall("recv", "--listen", f"127.0.0.1:{port}", "--once", "--no-window",
-                                   "--out", str(tmp_path / "out.mp4"), "--stats", str(tmp_path / "recv.json")),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    recv = subprocess.Popen(
+        fvcall(
+            "recv",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--once",
+            "--no-window",
+            "--out",
+            str(tmp_path / "out.mp4"),
+            "--stats",
+            str(tmp_path / "recv.json"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
-        send = subprocess.run(fvcall("send", "--camera", str(clip), "--peer", f"127.0.0.1:{port}",
-                                     "--max-frames", str(FRAMES), "--stats", str(tmp_path / "send.json"),
-                                     *extra_send),
-                              capture_output=True, text=True, timeout=CALL_TIMEOUT_S, env=env)
+        send = subprocess.run(
+            fvcall(
+                "send",
+                "--camera",
+                str(clip),
+                "--peer",
+                f"127.0.0.1:{port}",
+                "--max-frames",
+                str(FRAMES),
+                "--stats",
+                str(tmp_path / "send.json"),
+                *extra_send,
+            ),
+            capture_output=True,
+            text=True,
+            timeout=CALL_TIMEOUT_S,
+            env=env,
+        )
         recv_out, _ = recv.communicate(timeout=30)
     finally:
         recv.kill()
     assert send.returncode == 0, send.stdout + send.stderr
     assert recv.returncode == 0, recv_out
-    return (json.loads((tmp_path / "send.json").read_text()), json.loads((tmp_path / "recv.json").read_text()),
-            send)
+    return (json.loads((tmp_path / "send.json").read_text()), json.loads((tmp_path / "recv.json").read_text()), send)
 
 
 @pytest.mark.slow
@@ -69,8 +96,9 @@ def test_two_process_call_on_a_real_clip(tmp_path: Path) -> None:
 
 
 def test_missing_camera_is_one_line_error(tmp_path: Path) -> None:
-    res = subprocess.run(fvcall("send", "--camera", "7", "--peer", "127.0.0.1:9"), capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        fvcall("send", "--camera", "7", "--peer", "127.0.0.1:9"), capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 1
     assert res.stderr.strip() == "fvcall: error: cannot open camera 7: no such device, or it is in use"
 
@@ -78,17 +106,29 @@ def test_missing_camera_is_one_line_error(tmp_path: Path) -> None:
 def test_unreadable_file_is_one_line_error(tmp_path: Path) -> None:
     bad = tmp_path / "clip.mp4"
     bad.write_bytes(b"not a video at all")
-    res = subprocess.run(fvcall("send", "--camera", str(bad), "--peer", "127.0.0.1:9"), capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run(
+        fvcall("send", "--camera", str(bad), "--peer", "127.0.0.1:9"), capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"fvcall: error: cannot read video {bad}")
 
 
 def test_no_receiver_is_one_line_error(tmp_path: Path) -> None:
-    res = subprocess.run(fvcall("send", "--camera", str(clip_path("DPE/s.mp4")), "--peer",
-                                f"127.0.0.1:{free_port()}", "--connect-timeout", "1"),
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        fvcall(
+            "send",
+            "--camera",
+            str(clip_path("DPE/s.mp4")),
+            "--peer",
+            f"127.0.0.1:{free_port()}",
+            "--connect-timeout",
+            "1",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fvcall: error: cannot reach a receiver at 127.0.0.1:")
@@ -96,8 +136,9 @@ def test_no_receiver_is_one_line_error(tmp_path: Path) -> None:
 
 def test_window_without_display_is_one_line_error() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    res = subprocess.run(fvcall("recv", "--listen", f"127.0.0.1:{free_port()}"), capture_output=True, text=True,
-                         timeout=60, env=env)
+    res = subprocess.run(
+        fvcall("recv", "--listen", f"127.0.0.1:{free_port()}"), capture_output=True, text=True, timeout=60, env=env
+    )
     assert res.returncode == 1
     assert res.stderr.strip() == "fvcall: error: no display to open a window on: use --no-window (and --out FILE.mp4)"
 
@@ -105,8 +146,12 @@ def test_window_without_display_is_one_line_error() -> None:
 @pytest.mark.slow
 def test_demo_writes_side_by_side_and_prints_rates(tmp_path: Path) -> None:
     out = tmp_path / "demo.mp4"
-    res = subprocess.run(fvcall("demo", "--no-window", "--quiet", "--seconds", "3", "--out", str(out)),
-                         capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
+    res = subprocess.run(
+        fvcall("demo", "--no-window", "--quiet", "--seconds", "3", "--out", str(out)),
+        capture_output=True,
+        text=True,
+        timeout=CALL_TIMEOUT_S,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     line = [s for s in res.stdout.splitlines() if s.startswith("demo:")]
     assert line and "kbit/s" in line[0] and "PSNR" in line[0]

@@ -131,7 +131,7 @@ def test_corrupt_keyframe_is_rejected_and_requested_again() -> None:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255 ** 2 / max(np.mean((a.astype(float) - b) ** 2), 1e-10)))
+    return float(10 * np.log10(255**2 / max(np.mean((a.astype(float) - b) ** 2), 1e-10)))
 
 
 def test_real_clip_in_memory_small_packets() -> None:
@@ -171,7 +171,7 @@ def test_keyframe_has_no_sei_and_keeps_quality() -> None:
 
     image = photo()[32:288, 32:288]
     data = keyframe.encode(image)
-    nal_types = [data[i + 3] & 0x1F for i in range(len(data) - 3) if data[i:i + 3] == b"\x00\x00\x01"]
+    nal_types = [data[i + 3] & 0x1F for i in range(len(data) - 3) if data[i : i + 3] == b"\x00\x00\x01"]
     assert keyframe.NAL_SEI not in nal_types and 7 in nal_types and 5 in nal_types  # SPS and IDR kept
     assert _psnr(keyframe.decode(data, 256), image) > 30
     with pytest.raises(keyframe.KeyframeError, match=r"^keyframe is 256x256, expected 128x128$"):
@@ -187,8 +187,11 @@ def test_keyframe_landmarks_round_trip_and_reject_bombs() -> None:
     data = landmarks.encode(lm)
     assert len(data) < 468 * 3 * 2
     assert np.abs(landmarks.decode(data, 256) - lm).max() <= landmarks.LANDMARK_STEP_PX / 2
-    for bad, why in ((zlib.compress(bytes(10**6)), "expected 2808 bytes"), (b"junk", "not zlib data"),
-                     (data[:-4], "expected 2808 bytes")):
+    for bad, why in (
+        (zlib.compress(bytes(10**6)), "expected 2808 bytes"),
+        (b"junk", "not zlib data"),
+        (data[:-4], "expected 2808 bytes"),
+    ):
         with pytest.raises(ValueError, match=why):
             landmarks.decode(bad, 256)
 
@@ -198,5 +201,7 @@ def test_receiver_without_the_callers_model_says_so_and_ends_the_call() -> None:
     header = wire.Header("fv2v", 256, 25.0, 45, QuantSpec().to_list(), "fv2v-base-0123456789ab")
     replies = dec.receive(wire.encode(header))
     assert [wire.decode(r.data) for r in replies] == [wire.ControlMessage(wire.Control.BYE, 0)]
-    assert dec.error == ("the caller uses fv2v model fv2v-base-0123456789ab, this receiver has no weights: "
-                         "pass --weights with the caller's weights")
+    assert dec.error == (
+        "the caller uses fv2v model fv2v-base-0123456789ab, this receiver has no weights: "
+        "pass --weights with the caller's weights"
+    )

@@ -42,30 +42,55 @@ def check(dec: FaceDecoder, data: bytes) -> None:
 
 
 TAGS = st.sampled_from([0x11, 0x12, 0x13, 0x14, 0x10, 0x15, 0x1F, 0x21, 0x01, -1, 255, 2**40])
-SCALARS = st.one_of(st.integers(-2**63, 2**64 - 1), st.integers(-3, 300), st.binary(max_size=300),
-                    st.text(max_size=40), st.floats(allow_nan=True), st.none(), st.booleans())
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=6),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=6)),
-                      max_leaves=12)
+SCALARS = st.one_of(
+    st.integers(-(2**63), 2**64 - 1),
+    st.integers(-3, 300),
+    st.binary(max_size=300),
+    st.text(max_size=40),
+    st.floats(allow_nan=True),
+    st.none(),
+    st.booleans(),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=6)),
+    max_leaves=12,
+)
 HEADER_MAPS = st.fixed_dictionaries(
-    {"profile": st.sampled_from(["mesh", "fv2v", "", "1x", "mesh" * 70]), "size": st.integers(-1, 5000),
-     "fps": st.one_of(st.floats(allow_nan=True), st.integers(-5, 500)),
-     "n_expr": st.integers(-1, 300), "steps": st.lists(st.floats(-1, 2000), max_size=6)},
-    optional={"model": VALUES, "epoch_ms": st.integers(-1, 2**64 - 1)})
+    {
+        "profile": st.sampled_from(["mesh", "fv2v", "", "1x", "mesh" * 70]),
+        "size": st.integers(-1, 5000),
+        "fps": st.one_of(st.floats(allow_nan=True), st.integers(-5, 500)),
+        "n_expr": st.integers(-1, 300),
+        "steps": st.lists(st.floats(-1, 2000), max_size=6),
+    },
+    optional={"model": VALUES, "epoch_ms": st.integers(-1, 2**64 - 1)},
+)
 
 
 @st.composite
 def near_valid(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["params", "chunk", "control", "header", "any"]))
     if kind == "params":
-        body = [0x13, draw(st.integers(-1, 70000)), draw(st.integers(-1, 2**33)), draw(st.integers(-1, 300)),
-                draw(st.integers(-1, 3)), draw(st.one_of(st.binary(max_size=250), VALUES))]
+        body = [
+            0x13,
+            draw(st.integers(-1, 70000)),
+            draw(st.integers(-1, 2**33)),
+            draw(st.integers(-1, 300)),
+            draw(st.integers(-1, 3)),
+            draw(st.one_of(st.binary(max_size=250), VALUES)),
+        ]
     elif kind == "chunk":
         count = draw(st.integers(-1, 200))
-        body = [0x12, draw(st.integers(-1, 300)), draw(st.integers(-1, 200)), count,
-                draw(st.one_of(st.binary(max_size=64), VALUES))]
+        body = [
+            0x12,
+            draw(st.integers(-1, 300)),
+            draw(st.integers(-1, 200)),
+            count,
+            draw(st.one_of(st.binary(max_size=64), VALUES)),
+        ]
     elif kind == "control":
-        body = [0x14, draw(st.integers(-2, 6)), draw(st.integers(-2**40, 2**40))]
+        body = [0x14, draw(st.integers(-2, 6)), draw(st.integers(-(2**40), 2**40))]
     elif kind == "header":
         body = [0x11, draw(st.one_of(HEADER_MAPS, VALUES))]
     else:
@@ -105,12 +130,12 @@ def mutate(rng: np.random.Generator, data: bytes, corpus: list[bytes]) -> bytes:
         elif op == 2:
             b[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
         elif op == 3 and b:
-            del b[pos:pos + int(rng.integers(1, 9))]
+            del b[pos : pos + int(rng.integers(1, 9))]
         elif op == 4:
             b = b[:pos]
         elif op == 5:  # splice with another message
             other = corpus[int(rng.integers(0, len(corpus)))]
-            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)):]
+            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)) :]
         else:  # a huge length field
             b[pos:pos] = bytes([0xC6]) + int(rng.integers(0, 2**32)).to_bytes(4, "big")
     return bytes(b)

@@ -148,9 +148,7 @@ def test_affine_warp_moves_points_consistently() -> None:
     assert float((back - orig).abs().max()) < 2.5 * 2 / (size - 1)  # within ~2 pixels
 
 
-@pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA GPU for the bf16 / channels_last path"
-)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU for the bf16 / channels_last path")
 def test_cuda_bf16_path() -> None:
     torch.manual_seed(0)
     cfg = get_config("tiny")

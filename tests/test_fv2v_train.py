@@ -28,7 +28,6 @@ STEPS = 40
 EVAL_PAIRS = 8
 
 
-
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     videos = [DATA / c for c in CLIPS]
@@ -86,16 +85,12 @@ def test_training_lowers_loss(dataset_dir: Path) -> None:
 
 def test_cli_train_and_resume(dataset_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
-    assert (
-        _cli("train", "--data", str(dataset_dir), "--config", "tiny", "--out", str(run), "--steps", "2") == 0
-    )
+    assert _cli("train", "--data", str(dataset_dir), "--config", "tiny", "--out", str(run), "--steps", "2") == 0
     assert (run / CHECKPOINT).is_file() and (run / MODEL).is_file()
     assert list((run / SAMPLES).glob("*.png"))
     assert read_card(run / MODEL)["steps"] == 2
     # a second run into the same folder must ask for --resume
-    assert (
-        _cli("train", "--data", str(dataset_dir), "--config", "tiny", "--out", str(run), "--steps", "3") == 1
-    )
+    assert _cli("train", "--data", str(dataset_dir), "--config", "tiny", "--out", str(run), "--steps", "3") == 1
     assert "--resume" in capsys.readouterr().err
     assert (
         _cli(
@@ -123,10 +118,7 @@ def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli("prepare", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "d")) == 1
     err = capsys.readouterr().err
     assert err.startswith("fvcall prepare: error: no such video") and err.count("\n") == 1
-    assert (
-        _cli("train", "--data", str(tmp_path / "nodata"), "--config", "tiny", "--out", str(tmp_path / "r"))
-        == 1
-    )
+    assert _cli("train", "--data", str(tmp_path / "nodata"), "--config", "tiny", "--out", str(tmp_path / "r")) == 1
     err = capsys.readouterr().err
     assert err.startswith("fvcall train: error: ") and "prepare" in err and err.count("\n") == 1
     assert _cli("train", "--data", str(tmp_path), "--config", "huge", "--out", str(tmp_path / "r")) == 1

@@ -61,9 +61,7 @@ def test_mismatched_config_refused(saved: tuple[Path, Fv2vModel]) -> None:
         "(num_kp: 8 in the weights, 10 in the code)"
     )
     # training-only sections may differ: a new lr does not invalidate weights
-    relaxed = dataclasses.replace(
-        get_config("tiny"), train=dataclasses.replace(get_config("tiny").train, lr=1e-3)
-    )
+    relaxed = dataclasses.replace(get_config("tiny"), train=dataclasses.replace(get_config("tiny").train, lr=1e-3))
     W.load(path, relaxed, runtime=select_runtime("cpu", "fp32"))
 
 

@@ -45,9 +45,15 @@ class ScriptedEstimator:
             return None
         t, self.calls = self.calls, self.calls + 1
         yaw = 50.0 if t in self.overturn else 12 * np.sin(t / 6)
-        return FrameParams(yaw, 6 * np.sin(t / 9), 3 * np.cos(t / 7), 0.02 * np.sin(t / 11), 0.01 * np.cos(t / 5),
-                           0.03 * np.sin(t / 13), np.array([0.01 * np.sin(t / (3 + k)) for k in range(N_EXPR)],
-                                                           np.float32))
+        return FrameParams(
+            yaw,
+            6 * np.sin(t / 9),
+            3 * np.cos(t / 7),
+            0.02 * np.sin(t / 11),
+            0.01 * np.cos(t / 5),
+            0.03 * np.sin(t / 13),
+            np.array([0.01 * np.sin(t / (3 + k)) for k in range(N_EXPR)], np.float32),
+        )
 
 
 class PoseRenderer:
@@ -80,8 +86,9 @@ def make_pair(estimator: ScriptedEstimator | None = None) -> tuple[FaceEncoder, 
     return enc, dec, clock, renderer
 
 
-def call(frames: list[np.ndarray], imp: Impairment | None = None,
-         estimator: ScriptedEstimator | None = None) -> tuple[list[lossy.LossyFrame], FaceEncoder, FaceDecoder]:
+def call(
+    frames: list[np.ndarray], imp: Impairment | None = None, estimator: ScriptedEstimator | None = None
+) -> tuple[list[lossy.LossyFrame], FaceEncoder, FaceDecoder]:
     enc, dec, clock, _ = make_pair(estimator)
     out = list(lossy.run(frames, enc, dec, FPS, LossyLink(imp), clock))
     enc.close()
@@ -115,12 +122,20 @@ def test_link_is_deterministic_and_does_what_it_says() -> None:
     assert burst.stats.lost == 6
 
 
-@pytest.mark.parametrize("imp", [
-    Impairment(loss=0.05, seed=1), Impairment(loss=0.3, seed=2), Impairment(burst_every=25, burst_len=8),
-    Impairment(loss=0.1, reorder=0.2, duplicate=0.2, jitter_ticks=1, seed=3), Impairment(delay_ticks=2, seed=4),
-], ids=["loss5", "loss30", "burst", "reorder-dup-jitter", "delay"])
+@pytest.mark.parametrize(
+    "imp",
+    [
+        Impairment(loss=0.05, seed=1),
+        Impairment(loss=0.3, seed=2),
+        Impairment(burst_every=25, burst_len=8),
+        Impairment(loss=0.1, reorder=0.2, duplicate=0.2, jitter_ticks=1, seed=3),
+        Impairment(delay_ticks=2, seed=4),
+    ],
+    ids=["loss5", "loss30", "burst", "reorder-dup-jitter", "delay"],
+)
 def test_lossy_output_is_always_a_lossless_frame_and_recovers_exactly(
-        photo_frames: list[np.ndarray], lossless: list[lossy.LossyFrame], imp: Impairment) -> None:
+    photo_frames: list[np.ndarray], lossless: list[lossy.LossyFrame], imp: Impairment
+) -> None:
     out, enc, dec = call(photo_frames, imp)
     ms_to_index = {f.capture_ms: f.index for f in lossless}
     shown_before = -1
@@ -144,15 +159,22 @@ def test_lossy_output_is_always_a_lossless_frame_and_recovers_exactly(
 
 
 def first_render_tick(out: list[lossy.LossyFrame], after: int = 0) -> int:
-    return next(f.index for f in out[after:] if f.fresh and f.shown_capture_ms is not None
-                and f.shown_capture_ms >= out[after].capture_ms)
+    return next(
+        f.index
+        for f in out[after:]
+        if f.fresh and f.shown_capture_ms is not None and f.shown_capture_ms >= out[after].capture_ms
+    )
 
 
 def test_lost_keyframe_is_requested_and_answered_within_a_second(photo_frames: list[np.ndarray]) -> None:
     """Transport: LossyLink losing reliable message 2 (the only chunk of the first keyframe)."""
     out, enc, dec = call(photo_frames[:50], Impairment(lose_reliable=frozenset({2})))
-    requests = [f.index for f in out for r in f.replies
-                if wire.decode(r) == wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, -1)]
+    requests = [
+        f.index
+        for f in out
+        for r in f.replies
+        if wire.decode(r) == wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, -1)
+    ]
     assert requests, "no keyframe request"
     rendered = first_render_tick(out)
     assert (rendered - 0) / FPS <= KEYFRAME_ANSWER_S  # from the loss (tick 0) to a picture again
@@ -215,11 +237,16 @@ def test_face_lost_is_signalled_on_the_reliable_channel(photo_frames: list[np.nd
             msg = wire.decode(p.data)
             if isinstance(msg, wire.ControlMessage | wire.KeyframeChunk):
                 assert p.reliable
-                controls.append((i, msg.code if isinstance(msg, wire.ControlMessage) else "keyframe",
-                                 getattr(msg, "arg", None)))
+                controls.append(
+                    (i, msg.code if isinstance(msg, wire.ControlMessage) else "keyframe", getattr(msg, "arg", None))
+                )
     enc.close()
-    assert controls == [(0, "keyframe", None), (5, wire.Control.FACE_LOST, 1), (12, wire.Control.FACE_LOST, 0),
-                        (13, "keyframe", None)]
+    assert controls == [
+        (0, "keyframe", None),
+        (5, wire.Control.FACE_LOST, 1),
+        (12, wire.Control.FACE_LOST, 0),
+        (13, "keyframe", None),
+    ]
 
 
 def test_turning_too_far_holds_and_refreshes_the_keyframe(photo_frames: list[np.ndarray]) -> None:

@@ -27,10 +27,22 @@ SEGMENTER_WAIT_S = 60.0  # loading MediaPipe's selfie segmentation, s
 
 # Named landmarks of the synthetic face, in face radii from its centre (x right, y down).
 _NAMED = {
-    168: (0.0, -0.3), 1: (0.0, 0.1), 4: (0.0, 0.05), 6: (0.0, -0.2),
-    33: (-0.65, -0.3), 133: (-0.25, -0.3), 362: (0.25, -0.3), 263: (0.65, -0.3),
-    159: (-0.45, -0.4), 386: (0.45, -0.4), 105: (-0.45, -0.58), 334: (0.45, -0.58),
-    61: (-0.4, 0.45), 291: (0.4, 0.45), 13: (0.0, 0.42), 14: (0.0, 0.49),
+    168: (0.0, -0.3),
+    1: (0.0, 0.1),
+    4: (0.0, 0.05),
+    6: (0.0, -0.2),
+    33: (-0.65, -0.3),
+    133: (-0.25, -0.3),
+    362: (0.25, -0.3),
+    263: (0.65, -0.3),
+    159: (-0.45, -0.4),
+    386: (0.45, -0.4),
+    105: (-0.45, -0.58),
+    334: (0.45, -0.58),
+    61: (-0.4, 0.45),
+    291: (0.4, 0.45),
+    13: (0.0, 0.42),
+    14: (0.0, 0.49),
 }
 
 
@@ -44,18 +56,19 @@ def synthetic_landmarks(seed: int = 0) -> np.ndarray:
     unit = np.stack([r * np.cos(theta), r * np.sin(theta)], 1)
     angles = -np.pi / 2 + 2 * np.pi * np.arange(len(FACE_OVAL)) / len(FACE_OVAL)  # clockwise from the top
     unit[FACE_OVAL] = np.stack([np.cos(angles), np.sin(angles)], 1)
-    for lids, corners in ((expression.RIGHT_UPPER_LID, (-0.65, -0.25)),
-                          (expression.LEFT_UPPER_LID, (0.25, 0.65))):
+    for lids, corners in ((expression.RIGHT_UPPER_LID, (-0.65, -0.25)), (expression.LEFT_UPPER_LID, (0.25, 0.65))):
         unit[lids] = np.stack([np.linspace(*corners, len(lids)), np.full(len(lids), -0.38)], 1)
-    unit[expression.UPPER_LIP] = np.stack([np.linspace(-0.35, 0.35, len(expression.UPPER_LIP)),
-                                           np.full(len(expression.UPPER_LIP), 0.40)], 1)
-    unit[expression.LOWER_LIP] = np.stack([np.linspace(-0.35, 0.35, len(expression.LOWER_LIP)),
-                                           np.full(len(expression.LOWER_LIP), 0.52)], 1)
+    unit[expression.UPPER_LIP] = np.stack(
+        [np.linspace(-0.35, 0.35, len(expression.UPPER_LIP)), np.full(len(expression.UPPER_LIP), 0.40)], 1
+    )
+    unit[expression.LOWER_LIP] = np.stack(
+        [np.linspace(-0.35, 0.35, len(expression.LOWER_LIP)), np.full(len(expression.LOWER_LIP), 0.52)], 1
+    )
     for index, xy in _NAMED.items():
         unit[index] = xy
     unit += rng.normal(0, 0.01, unit.shape)  # no exactly collinear rows of points
     xy = np.array(FACE_CENTRE) + unit * np.array(FACE_RADII)
-    z = -25.0 * np.sqrt(np.clip(1 - (unit ** 2).sum(1), 0, 1))  # a dome: the nose is nearest
+    z = -25.0 * np.sqrt(np.clip(1 - (unit**2).sum(1), 0, 1))  # a dome: the nose is nearest
     return np.concatenate([xy, z[:, None]], 1)
 
 
@@ -68,7 +81,7 @@ def textured_image(seed: int = 1) -> np.ndarray:
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0 ** 2 / max(mse, 1e-10))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +110,7 @@ def test_translation_moves_face(rig: Rig) -> None:
     cx, cy = FACE_CENTRE
     rx, ry = FACE_RADII
     ys, xs = np.mgrid[0:SIZE, 0:SIZE]
-    inside = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 < 0.6 ** 2
+    inside = ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 < 0.6**2
     moved = np.roll(image, SHIFT_PX, axis=1)
     assert int(np.abs(out[inside].astype(int) - moved[inside]).max()) <= 1
     assert np.abs(out[inside].astype(int) - image[inside]).mean() > 5  # it did move
@@ -115,8 +128,12 @@ def test_expression_fit_recovers_coefficients(rig: Rig) -> None:
 def test_rig_round_trip(rig: Rig) -> None:
     rng = np.random.default_rng(3)
     for _ in range(5):
-        p = FrameParams(*rng.uniform(-20, 20, 3), *rng.uniform(-0.1, 0.1, 2), rng.uniform(-0.2, 0.2),
-                        expression=(rng.uniform(-3, 3, expression.N_EXPR) / SIZE).astype(np.float32))
+        p = FrameParams(
+            *rng.uniform(-20, 20, 3),
+            *rng.uniform(-0.1, 0.1, 2),
+            rng.uniform(-0.2, 0.2),
+            expression=(rng.uniform(-3, 3, expression.N_EXPR) / SIZE).astype(np.float32),
+        )
         back = rig.params(rig.move(p))
         np.testing.assert_allclose(back.vector()[:6], p.vector()[:6], atol=1e-6)
         np.testing.assert_allclose(back.expression * SIZE, p.expression * SIZE, atol=0.05)
@@ -138,8 +155,7 @@ def test_real_face_warp_beats_static_keyframe() -> None:
     from models.mesh.estimator import MeshEstimator
 
     with av.open(str(path)) as c:
-        frames = [f.to_ndarray(format="rgb24")
-                  for _, f in zip(range(REAL_FRAMES), c.decode(video=0), strict=False)]
+        frames = [f.to_ndarray(format="rgb24") for _, f in zip(range(REAL_FRAMES), c.decode(video=0), strict=False)]
     box = FaceDetector().find(frames[0])
     assert box is not None
     crops = [crop(f, box, SIZE) for f in frames]

@@ -59,8 +59,11 @@ def _netns_unavailable() -> str | None:
         return "iproute2 (ip, tc) not installed"
     _teardown()
     try:
-        steps = [("ip", "netns", "add", NS), ("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS),
-                 ("tc", "qdisc", "add", "dev", VETH_HOST, "root", "netem", "loss", "10%", "delay", "50ms")]
+        steps = [
+            ("ip", "netns", "add", NS),
+            ("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS),
+            ("tc", "qdisc", "add", "dev", VETH_HOST, "root", "netem", "loss", "10%", "delay", "50ms"),
+        ]
         for step in steps:
             res = _ip(*step)
             if res.returncode != 0:
@@ -74,19 +77,26 @@ def _netns_unavailable() -> str | None:
 def namespace() -> Iterator[None]:
     reason = _netns_unavailable()
     if reason:
-        pytest.skip(f"network namespaces with netem unavailable ({reason}); the lossy real call is tested "
-                    "in-process by test_real_call_with_loss_and_delay_in_process")
+        pytest.skip(
+            f"network namespaces with netem unavailable ({reason}); the lossy real call is tested "
+            "in-process by test_real_call_with_loss_and_delay_in_process"
+        )
     try:
-        for step in [("ip", "netns", "add", NS),
-                     ("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS),
-                     ("ip", "link", "set", VETH_NS, "netns", NS),
-                     ("ip", "addr", "add", f"{ADDR_HOST}/24", "dev", VETH_HOST),
-                     ("ip", "link", "set", VETH_HOST, "up"),
-                     ("tc", "qdisc", "add", "dev", VETH_HOST, "root", "netem", "loss", "10%", "delay", "50ms")]:
+        for step in [
+            ("ip", "netns", "add", NS),
+            ("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS),
+            ("ip", "link", "set", VETH_NS, "netns", NS),
+            ("ip", "addr", "add", f"{ADDR_HOST}/24", "dev", VETH_HOST),
+            ("ip", "link", "set", VETH_HOST, "up"),
+            ("tc", "qdisc", "add", "dev", VETH_HOST, "root", "netem", "loss", "10%", "delay", "50ms"),
+        ]:
             assert _ip(*step).returncode == 0, step
-        for step in [("ip", "addr", "add", f"{ADDR_NS}/24", "dev", VETH_NS), ("ip", "link", "set", VETH_NS, "up"),
-                     ("ip", "link", "set", "lo", "up"),
-                     ("tc", "qdisc", "add", "dev", VETH_NS, "root", "netem", "loss", "10%", "delay", "50ms")]:
+        for step in [
+            ("ip", "addr", "add", f"{ADDR_NS}/24", "dev", VETH_NS),
+            ("ip", "link", "set", VETH_NS, "up"),
+            ("ip", "link", "set", "lo", "up"),
+            ("tc", "qdisc", "add", "dev", VETH_NS, "root", "netem", "loss", "10%", "delay", "50ms"),
+        ]:
             assert _ip(*step, ns=NS).returncode == 0, step
         yield
     finally:
@@ -98,14 +108,47 @@ def test_call_across_namespaces_with_netem(namespace: None, tmp_path: Path) -> N
     clip = clip_path("DPE/s.mp4")
     exe = [sys.executable, "-m", "peer.cli"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    recv = subprocess.Popen([*exe, "recv", "--listen", f"{ADDR_HOST}:{PORT}", "--once", "--no-window", "--quiet",
-                             "--stats", str(tmp_path / "recv.json")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+    recv = subprocess.Popen(
+        [
+            *exe,
+            "recv",
+            "--listen",
+            f"{ADDR_HOST}:{PORT}",
+            "--once",
+            "--no-window",
+            "--quiet",
+            "--stats",
+            str(tmp_path / "recv.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
-        send = subprocess.run(["ip", "netns", "exec", NS, *exe, "send", "--camera", str(clip), "--peer",
-                               f"{ADDR_HOST}:{PORT}", "--max-frames", str(FRAMES), "--quiet",
-                               "--stats", str(tmp_path / "send.json")],
-                              capture_output=True, text=True, timeout=CALL_TIMEOUT_S, env=env)
+        send = subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                NS,
+                *exe,
+                "send",
+                "--camera",
+                str(clip),
+                "--peer",
+                f"{ADDR_HOST}:{PORT}",
+                "--max-frames",
+                str(FRAMES),
+                "--quiet",
+                "--stats",
+                str(tmp_path / "send.json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=CALL_TIMEOUT_S,
+            env=env,
+        )
         recv.communicate(timeout=30)
     finally:
         recv.kill()
@@ -128,21 +171,31 @@ async def _lossy_call(frames: list[np.ndarray]) -> None:
     def on_call(call: Call) -> None:
         def opened() -> None:
             link_stats.append(impair.impair(call.conn, LOSS, DELAY_S, seed=1))
+
         asyncio.get_running_loop().create_task(_when_open(call.conn, opened))
 
     def on_connection(conn: Connection) -> None:
         link_stats.append(impair.impair(conn, LOSS, DELAY_S, seed=2))
 
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(serve(RecvOptions(signaling.Endpoint("127.0.0.1", 0), once=True, status=False),
-                                       [], ready=port.set_result, on_summary=summaries.append, on_call=on_call))
+    server = asyncio.create_task(
+        serve(
+            RecvOptions(signaling.Endpoint("127.0.0.1", 0), once=True, status=False),
+            [],
+            ready=port.set_result,
+            on_summary=summaries.append,
+            on_call=on_call,
+        )
+    )
     encoder = FaceEncoder(fps=25.0)
     try:
-        opts = SendOptions(signaling.Endpoint("127.0.0.1", await asyncio.wait_for(port, 10)), status=False,
-                           max_frames=FRAMES)
+        opts = SendOptions(
+            signaling.Endpoint("127.0.0.1", await asyncio.wait_for(port, 10)), status=False, max_frames=FRAMES
+        )
         t0 = time.monotonic()
-        sent = await asyncio.wait_for(run_sender(ArraySource(frames, 25.0), encoder, opts,
-                                                 on_connection=on_connection), CALL_TIMEOUT_S)
+        sent = await asyncio.wait_for(
+            run_sender(ArraySource(frames, 25.0), encoder, opts, on_connection=on_connection), CALL_TIMEOUT_S
+        )
         await asyncio.wait_for(server, 30)
         duration = time.monotonic() - t0
     finally:
@@ -151,9 +204,11 @@ async def _lossy_call(frames: list[np.ndarray]) -> None:
     got = summaries[-1]
     lost = sum(s.lost for s in link_stats)
     total = sum(s.sent for s in link_stats)
-    print(f"\nin-process lossy call: {total} datagrams, {lost} lost; {sent['frames_sent']} params sent, "
-          f"{got['frames']} received, {got['frames_rendered']} rendered in {duration:.1f} s, "
-          f"latency p50 {got['latency_ms_p50']}")
+    print(
+        f"\nin-process lossy call: {total} datagrams, {lost} lost; {sent['frames_sent']} params sent, "
+        f"{got['frames']} received, {got['frames_rendered']} rendered in {duration:.1f} s, "
+        f"latency p50 {got['latency_ms_p50']}"
+    )
     assert len(link_stats) == 2 and all(s.sent > 10 for s in link_stats) and 0.03 < lost / total < 0.2
     assert got["ended"] == "bye" and got["keyframes"] >= 1 and got["bad_packets"] == 0
     assert got["frames"] < sent["frames_sent"]  # the loss shows on the unordered channel...

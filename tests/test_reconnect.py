@@ -83,19 +83,28 @@ async def _scenario(frames: list[np.ndarray]) -> None:
 
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     opts = RecvOptions(signaling.Endpoint("127.0.0.1", 0), once=True, status=False, silence_s=SILENCE_S)
-    server = asyncio.create_task(serve(opts, [lambda f, ms: rendered.append(time.monotonic())],
-                                       ready=port.set_result, on_summary=summaries.append, on_call=on_call))
+    server = asyncio.create_task(
+        serve(
+            opts,
+            [lambda f, ms: rendered.append(time.monotonic())],
+            ready=port.set_result,
+            on_summary=summaries.append,
+            on_call=on_call,
+        )
+    )
     source = StoppableSource(frames, FPS)
     encoder = FaceEncoder(fps=FPS)
-    send_opts = SendOptions(signaling.Endpoint("127.0.0.1", await asyncio.wait_for(port, 10)), status=False,
-                            silence_s=SILENCE_S)
+    send_opts = SendOptions(
+        signaling.Endpoint("127.0.0.1", await asyncio.wait_for(port, 10)), status=False, silence_s=SILENCE_S
+    )
     sender = asyncio.create_task(run_sender(source, encoder, send_opts))
     try:
         # 1. The first keyframe is lost: the receiver asks, the sender answers within a second.
         await wait_for(lambda: calls and calls[0].decoder.stats.keyframe_requests >= 1, 30, "a keyframe request")
         asked = time.monotonic()
-        await wait_for(lambda: calls[0].decoder.kf_id is not None or calls[0].decoder.pending(), 10,
-                       "the requested keyframe")
+        await wait_for(
+            lambda: calls[0].decoder.kf_id is not None or calls[0].decoder.pending(), 10, "the requested keyframe"
+        )
         answered_s = time.monotonic() - asked
         assert "kf_lost" in events and answered_s <= KEYFRAME_ANSWER_S, answered_s
         # 2. Frames flow; then the network drops.
@@ -106,8 +115,10 @@ async def _scenario(frames: list[np.ndarray]) -> None:
         reconnect_s = rendered[-1] - t_cut if len(rendered) > n_cut else time.monotonic() - t_cut
         await wait_for(lambda: calls[1].decoder.stats.rendered >= FRAMES_AFTER_RECONNECT, 30, "frames after it")
         assert not server.done()  # --once: a drop is not the end
-        print(f"\nkeyframe request answered in {answered_s:.2f} s; reconnect: first frame "
-              f"{reconnect_s:.2f} s after the network drop")
+        print(
+            f"\nkeyframe request answered in {answered_s:.2f} s; reconnect: first frame "
+            f"{reconnect_s:.2f} s after the network drop"
+        )
         assert reconnect_s < RECONNECT_LIMIT_S
         # 3. The caller hangs up: bye, and the once-receiver exits.
         source.stop = True

@@ -61,6 +61,7 @@ def _offer_with(token: str | None):
             return await signaling.offer(chan, OFFER, token)
         finally:
             await chan.close()
+
     return client
 
 
@@ -102,12 +103,18 @@ def test_caller_with_token_refuses_an_open_receiver() -> None:
 
 def test_swapped_offer_is_refused() -> None:
     """A relay that passes the caller's auth on but substitutes its own offer (and DTLS fingerprint)."""
+
     async def relay(ep: signaling.Endpoint) -> str:
         chan = await signaling.connect(ep, 5)
         hello = await chan.recv("hello")
         await chan.send({"type": "auth", "mac": signaling._mac(TOKEN, hello["nonce"]), "nonce": "ab" * 16})
-        await chan.send({"type": "offer", "sdp": OFFER + "a=fingerprint:evil\r\n",
-                         "mac": signaling._mac(TOKEN, hello["nonce"], "offer", OFFER)})
+        await chan.send(
+            {
+                "type": "offer",
+                "sdp": OFFER + "a=fingerprint:evil\r\n",
+                "mac": signaling._mac(TOKEN, hello["nonce"], "offer", OFFER),
+            }
+        )
         try:
             return str((await chan.recv("answer")).get("sdp"))
         finally:
@@ -120,6 +127,7 @@ def test_swapped_offer_is_refused() -> None:
 
 def test_receiver_must_prove_the_token_too() -> None:
     """A listener that does not know the token cannot produce the answer MAC: the caller hangs up."""
+
     async def impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         chan = signaling.Channel(reader, writer)
         await chan.send({"type": "hello", "version": 1, "nonce": "cd" * 16, "auth": True})
@@ -152,10 +160,17 @@ def test_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_no_pickle_anywhere_in_the_package() -> None:
     """Weights load from safetensors only: no torch.load, pickle or numpy pickles in the source."""
     root = Path(__file__).resolve().parents[1]
-    pattern = re.compile(r"torch\.load\(|\bimport pickle\b|\bfrom pickle\b|\bcPickle\b|allow_pickle\s*=\s*True|"
-                         r"\bdill\b|joblib\.load")
-    hits = [f"{p.relative_to(root)}:{i}" for d in PACKAGE_DIRS for p in (root / d).rglob("*.py")
-            for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    pattern = re.compile(
+        r"torch\.load\(|\bimport pickle\b|\bfrom pickle\b|\bcPickle\b|allow_pickle\s*=\s*True|"
+        r"\bdill\b|joblib\.load"
+    )
+    hits = [
+        f"{p.relative_to(root)}:{i}"
+        for d in PACKAGE_DIRS
+        for p in (root / d).rglob("*.py")
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert hits == []
     assert "safetensors" in (root / "models" / "fv2v" / "weights.py").read_text()
 
@@ -185,10 +200,12 @@ async def _live(frames: list) -> None:
     conns: list[Connection] = []
     summaries: list[dict] = []
     port_f: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    opts = RecvOptions(signaling.Endpoint("127.0.0.1", 0), token=TOKEN, once=True, status=False,
-                       handshake_timeout_s=HANDSHAKE_S)
-    server = asyncio.create_task(serve(opts, [], ready=port_f.set_result, on_summary=summaries.append,
-                                       on_call=calls.append))
+    opts = RecvOptions(
+        signaling.Endpoint("127.0.0.1", 0), token=TOKEN, once=True, status=False, handshake_timeout_s=HANDSHAKE_S
+    )
+    server = asyncio.create_task(
+        serve(opts, [], ready=port_f.set_result, on_summary=summaries.append, on_call=calls.append)
+    )
     port = await asyncio.wait_for(port_f, 10)
     source = ArraySource(frames, 25.0, loop=True)
     encoder = FaceEncoder(fps=25.0)
@@ -198,8 +215,14 @@ async def _live(frames: list) -> None:
         def read(self):
             return None if stop.is_set() else source.read()
 
-    sender = asyncio.create_task(run_sender(Source([], 25.0), encoder, SendOptions(
-        signaling.Endpoint("127.0.0.1", port), token=TOKEN, status=False), on_connection=conns.append))
+    sender = asyncio.create_task(
+        run_sender(
+            Source([], 25.0),
+            encoder,
+            SendOptions(signaling.Endpoint("127.0.0.1", port), token=TOKEN, status=False),
+            on_connection=conns.append,
+        )
+    )
     try:
         deadline = time.monotonic() + 60
         while not (calls and calls[0].decoder.stats.rendered >= 5):
@@ -217,8 +240,7 @@ async def _live(frames: list) -> None:
             "slowloris": None,
         }
         t0 = time.monotonic()
-        reasons = dict(zip(hostile, await asyncio.gather(*(_hostile(port, p) for p in hostile.values())),
-                           strict=True))
+        reasons = dict(zip(hostile, await asyncio.gather(*(_hostile(port, p) for p in hostile.values())), strict=True))
         slow_s = time.monotonic() - t0
         assert reasons == {
             "garbage": "malformed signaling message: not JSON",

@@ -57,21 +57,48 @@ class CodecSpec:
 # threads=1: deterministic streams and no slice split (sliced threads cost bits at 256x256).
 X264_RT = "keyint=infinite:min-keyint=infinite:scenecut=0:bframes=0:threads=1"
 CODECS: dict[str, CodecSpec] = {
-    "x264-medium": CodecSpec("x264-medium", "libx264", "h264", "crf", 51,
-                             {"preset": "medium", "tune": "zerolatency", "x264-params": X264_RT},
-                             frozenset(H264_SEI)),
-    "x264-veryfast": CodecSpec("x264-veryfast", "libx264", "h264", "crf", 51,
-                               {"preset": "veryfast", "tune": "zerolatency", "x264-params": X264_RT},
-                               frozenset(H264_SEI)),
-    "x265": CodecSpec("x265", "libx265", "hevc", "crf", 51,
-                      {"preset": "fast", "tune": "zerolatency",
-                       "x265-params": "keyint=-1:scenecut=0:bframes=0:frame-threads=1:log-level=error"},
-                      frozenset(HEVC_SEI)),
-    "vp9": CodecSpec("vp9", "libvpx-vp9", "vp9", "crf", 63,
-                     {"b": "0", "deadline": "realtime", "cpu-used": "7", "lag-in-frames": "0",
-                      "row-mt": "0", "threads": "1"}),
-    "av1": CodecSpec("av1", "libsvtav1", "libdav1d", "crf", 63,
-                     {"preset": "10", "svtav1-params": "pred-struct=1:lp=1"}),
+    "x264-medium": CodecSpec(
+        "x264-medium",
+        "libx264",
+        "h264",
+        "crf",
+        51,
+        {"preset": "medium", "tune": "zerolatency", "x264-params": X264_RT},
+        frozenset(H264_SEI),
+    ),
+    "x264-veryfast": CodecSpec(
+        "x264-veryfast",
+        "libx264",
+        "h264",
+        "crf",
+        51,
+        {"preset": "veryfast", "tune": "zerolatency", "x264-params": X264_RT},
+        frozenset(H264_SEI),
+    ),
+    "x265": CodecSpec(
+        "x265",
+        "libx265",
+        "hevc",
+        "crf",
+        51,
+        {
+            "preset": "fast",
+            "tune": "zerolatency",
+            "x265-params": "keyint=-1:scenecut=0:bframes=0:frame-threads=1:log-level=error",
+        },
+        frozenset(HEVC_SEI),
+    ),
+    "vp9": CodecSpec(
+        "vp9",
+        "libvpx-vp9",
+        "vp9",
+        "crf",
+        63,
+        {"b": "0", "deadline": "realtime", "cpu-used": "7", "lag-in-frames": "0", "row-mt": "0", "threads": "1"},
+    ),
+    "av1": CodecSpec(
+        "av1", "libsvtav1", "libdav1d", "crf", 63, {"preset": "10", "svtav1-params": "pred-struct=1:lp=1"}
+    ),
 }
 GOP_FRAMES = 1 << 20  # "no keyframe after the first" for encoders that read gop_size
 
@@ -131,7 +158,7 @@ def strip_nal_units(data: bytes, drop: frozenset[int], hevc: bool) -> bytes:
             kind = (header >> 1) & 0x3F if hevc else header & 0x1F
             if kind in drop:
                 continue
-        out += data[m.start():end]
+        out += data[m.start() : end]
     return bytes(out)
 
 
@@ -148,8 +175,7 @@ class AnchorRun:
     stripped_bytes: int = 0
 
 
-def encode_point(crops: list[np.ndarray], clip_fps: float, cfg: AnchorConfig, value: int,
-                 want: set[int]) -> AnchorRun:
+def encode_point(crops: list[np.ndarray], clip_fps: float, cfg: AnchorConfig, value: int, want: set[int]) -> AnchorRun:
     """Encode the crops at one quality value; decode; return the frames in `want` as shown."""
     spec = CODECS[cfg.codec]
     size = crops[0].shape[0]
@@ -212,8 +238,10 @@ def encode_point(crops: list[np.ndarray], clip_fps: float, cfg: AnchorConfig, va
 
 def versions() -> dict[str, object]:
     """Library versions behind the anchors (encoder banners are added per run)."""
-    out: dict[str, object] = {"pyav": av.__version__,
-                              "ffmpeg": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()}}
+    out: dict[str, object] = {
+        "pyav": av.__version__,
+        "ffmpeg": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
+    }
     for name, spec in CODECS.items():
         if available(name):
             out[name] = av.codec.Codec(spec.encoder, "w").long_name

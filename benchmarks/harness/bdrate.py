@@ -42,8 +42,9 @@ def _log_rate_of_quality(rates: np.ndarray, qualities: np.ndarray) -> PchipInter
     return PchipInterpolator(qualities, np.log10(rates), extrapolate=False)
 
 
-def bd_rate(anchor_rates: Sequence[float], anchor_q: Sequence[float],
-            test_rates: Sequence[float], test_q: Sequence[float]) -> float | None:
+def bd_rate(
+    anchor_rates: Sequence[float], anchor_q: Sequence[float], test_rates: Sequence[float], test_q: Sequence[float]
+) -> float | None:
     """Average rate difference of test vs anchor in percent at equal quality, or None without overlap.
 
     Each curve is first reduced to its lower envelope (a real codec's sweep is monotone up to noise)."""
@@ -56,7 +57,7 @@ def bd_rate(anchor_rates: Sequence[float], anchor_q: Sequence[float],
         return None
     fa, ft = _log_rate_of_quality(ar, aq), _log_rate_of_quality(tr, tq)
     mean_diff = (ft.integrate(lo, hi) - fa.integrate(lo, hi)) / (hi - lo)
-    return float((10.0 ** mean_diff - 1.0) * 100.0)
+    return float((10.0**mean_diff - 1.0) * 100.0)
 
 
 def rate_at_quality(rates: Sequence[float], qualities: Sequence[float], quality: float) -> float | None:
@@ -69,8 +70,9 @@ def rate_at_quality(rates: Sequence[float], qualities: Sequence[float], quality:
     return float(10.0 ** _log_rate_of_quality(r, q)(quality))
 
 
-def ratio_at_equal_quality(anchor_rates: Sequence[float], anchor_q: Sequence[float],
-                           rate: float, quality: float) -> tuple[float | None, str]:
+def ratio_at_equal_quality(
+    anchor_rates: Sequence[float], anchor_q: Sequence[float], rate: float, quality: float
+) -> tuple[float | None, str]:
     """(anchor rate at `quality`) / rate, and a note saying why it is None when the curves do not meet."""
     r, q = lower_envelope(anchor_rates, anchor_q)
     if len(r) == 0:
@@ -78,8 +80,10 @@ def ratio_at_equal_quality(anchor_rates: Sequence[float], anchor_q: Sequence[flo
     if not np.isfinite(quality):
         return None, "no quality value for the test point"
     if quality < q[0]:
-        return None, (f"quality {quality:.4g} is below the anchors' worst {q[0]:.4g} "
-                      f"(their lowest rate {r[0]:.3g} kbit/s already does better)")
+        return None, (
+            f"quality {quality:.4g} is below the anchors' worst {q[0]:.4g} "
+            f"(their lowest rate {r[0]:.3g} kbit/s already does better)"
+        )
     if quality > q[-1]:
         return None, f"quality {quality:.4g} is above the anchors' best {q[-1]:.4g} at {r[-1]:.3g} kbit/s"
     needed = rate_at_quality(r, q, quality)

@@ -59,8 +59,9 @@ def _decode(path: Path) -> tuple[Iterator[np.ndarray], float]:
     return gen(), fps
 
 
-def _start_at_face(clip_id_: str, source: str, frames: Iterator[np.ndarray], fps: float,
-                   max_frames: int | None, detector: FaceDetector) -> Clip | None:
+def _start_at_face(
+    clip_id_: str, source: str, frames: Iterator[np.ndarray], fps: float, max_frames: int | None, detector: FaceDetector
+) -> Clip | None:
     skipped = 0
     box: CropBox | None = None
     out: list[np.ndarray] = []
@@ -88,10 +89,12 @@ def load_sample(max_frames: int | None, detector: FaceDetector) -> Clip | None:
     """The embedded synthetic demo clip (models.sample), for machines without ../shared/data."""
     from models import sample
 
-    warnings.warn("no real clips: using the embedded SYNTHETIC sample (rendered by the mesh renderer itself, "
-                  "so it flatters the mesh profile); pass --clips DIR for real faces", stacklevel=2)
-    return _start_at_face(SAMPLE_ID, "models.sample.frames()", sample.frames(), sample.SAMPLE_FPS,
-                          max_frames, detector)
+    warnings.warn(
+        "no real clips: using the embedded SYNTHETIC sample (rendered by the mesh renderer itself, "
+        "so it flatters the mesh profile); pass --clips DIR for real faces",
+        stacklevel=2,
+    )
+    return _start_at_face(SAMPLE_ID, "models.sample.frames()", sample.frames(), sample.SAMPLE_FPS, max_frames, detector)
 
 
 def crops(frames: list[np.ndarray], boxes: list[CropBox], size: int) -> list[np.ndarray]:

@@ -56,12 +56,19 @@ class FvConfig:
         return f"{self.profile}~{self.knob}"
 
 
-def sweep(profile: str, quant: tuple[float, ...], kf_crf: tuple[int, ...], every: tuple[int, ...],
-          combo: tuple[FvSetting, ...]) -> list[FvConfig]:
+def sweep(
+    profile: str,
+    quant: tuple[float, ...],
+    kf_crf: tuple[int, ...],
+    every: tuple[int, ...],
+    combo: tuple[FvSetting, ...],
+) -> list[FvConfig]:
     """One curve per knob (each includes the default point), plus combined low-rate settings."""
-    out = [FvConfig(profile, "quant", tuple(FvSetting(quant=f) for f in quant)),
-           FvConfig(profile, "kfcrf", tuple(FvSetting(keyframe_crf=c) for c in kf_crf)),
-           FvConfig(profile, "every", tuple(FvSetting(every=k) for k in every))]
+    out = [
+        FvConfig(profile, "quant", tuple(FvSetting(quant=f) for f in quant)),
+        FvConfig(profile, "kfcrf", tuple(FvSetting(keyframe_crf=c) for c in kf_crf)),
+        FvConfig(profile, "every", tuple(FvSetting(every=k) for k in every)),
+    ]
     if combo:
         out.append(FvConfig(profile, "combo", combo))
     return [c for c in out if c.settings]
@@ -151,17 +158,32 @@ class FvRun:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-def run_setting(frames: list[np.ndarray], clip_fps: float, fallback_box: CropBox, profile: str, size: int,
-                setting: FvSetting, estimator: Estimator, want: set[int],
-                weights: Path | None = None) -> FvRun:
+def run_setting(
+    frames: list[np.ndarray],
+    clip_fps: float,
+    fallback_box: CropBox,
+    profile: str,
+    size: int,
+    setting: FvSetting,
+    estimator: Estimator,
+    want: set[int],
+    weights: Path | None = None,
+) -> FvRun:
     """Encoder -> decoder in memory (like codec.loopback.run), rendering only the frames in `want`.
 
     The decoder renders newest-packet-wins and every parameter packet is absolute, so rendering
     frame i after all packets up to i gives exactly what a receiver rendering every frame shows at i,
     while skipping the renders nobody scores."""
     now = [0.0]
-    enc = FaceEncoder(profile, size, clip_fps / setting.every, keyframe_crf=setting.keyframe_crf,
-                      quant=QuantSpec().scaled(setting.quant), weights=weights, estimator=estimator)
+    enc = FaceEncoder(
+        profile,
+        size,
+        clip_fps / setting.every,
+        keyframe_crf=setting.keyframe_crf,
+        quant=QuantSpec().scaled(setting.quant),
+        weights=weights,
+        estimator=estimator,
+    )
     dec = FaceDecoder(weights, clock=lambda: now[0])  # capture-time clock: no-face fades are reproducible
     outputs: dict[int, np.ndarray] = {}
     refs: dict[int, np.ndarray] = {}
@@ -184,9 +206,14 @@ def run_setting(frames: list[np.ndarray], clip_fps: float, fallback_box: CropBox
                 outputs[i] = shown if shown is not None else np.full((size, size, 3), NO_OUTPUT_GREY, np.uint8)
                 # == enc.last_crop for every frame the encoder cropped; held frames use the box in force
                 refs[i] = crop(frame, box, size)
-        stats = {"keyframes": enc.stats.keyframes, "params_sent": enc.stats.params_sent,
-                 "no_face_frames": enc.stats.no_face_frames, "frames_encoded": enc.stats.frames,
-                 "rendered": dec.stats.rendered, "bad_packets": dec.stats.bad_packets}
+        stats = {
+            "keyframes": enc.stats.keyframes,
+            "params_sent": enc.stats.params_sent,
+            "no_face_frames": enc.stats.no_face_frames,
+            "frames_encoded": enc.stats.frames,
+            "rendered": dec.stats.rendered,
+            "bad_packets": dec.stats.bad_packets,
+        }
     finally:
         enc.close()
     return FvRun(outputs, refs, boxes, messages, stats)

@@ -58,7 +58,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     var_b = blur(b64 * b64) - mu_b * mu_b
     cov = blur(a64 * b64) - mu_a * mu_b
     num = (2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)
-    m = num / ((mu_a ** 2 + mu_b ** 2 + SSIM_C1) * (var_a + var_b + SSIM_C2))
+    m = num / ((mu_a**2 + mu_b**2 + SSIM_C1) * (var_a + var_b + SSIM_C2))
     r = SSIM_WIN // 2
     return float(m[r:-r, r:-r].mean())
 

@@ -50,8 +50,7 @@ def kbps(n_bytes: float, duration_s: float) -> float:
     return n_bytes * BITS_PER_BYTE / BITS_PER_KBIT / duration_s
 
 
-def account(messages: Sequence[Message], n_frames: int, fps: float,
-            wire_bytes: Callable[[int], int]) -> RateReport:
+def account(messages: Sequence[Message], n_frames: int, fps: float, wire_bytes: Callable[[int], int]) -> RateReport:
     """Exact totals of a message list; duration = n_frames / fps (the clip, not the send times)."""
     if n_frames <= 0 or fps <= 0:
         raise ValueError("need at least one frame and a positive frame rate")
@@ -60,8 +59,16 @@ def account(messages: Sequence[Message], n_frames: int, fps: float,
     wire = sum(wire_bytes(m.payload_bytes) for m in messages)
     kf = sum(m.payload_bytes for m in messages if m.keyframe)
     kf_wire = sum(wire_bytes(m.payload_bytes) for m in messages if m.keyframe)
-    return RateReport(duration, kbps(payload, duration), kbps(wire, duration), kf, kbps(kf, duration),
-                      kbps(payload - kf, duration), kbps(wire - kf_wire, duration), len(messages))
+    return RateReport(
+        duration,
+        kbps(payload, duration),
+        kbps(wire, duration),
+        kf,
+        kbps(kf, duration),
+        kbps(payload - kf, duration),
+        kbps(wire - kf_wire, duration),
+        len(messages),
+    )
 
 
 def data_channel_rate(messages: Sequence[Message], n_frames: int, fps: float) -> RateReport:

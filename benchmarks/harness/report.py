@@ -70,32 +70,49 @@ def analyse(docs: list[dict[str, Any]]) -> dict[str, Any]:
     per_clip: dict[str, dict[str, Any]] = {}
     for clip, ds in sorted(by_clip.items()):
         conv = [p for d in ds if d["kind"] == "anchor" for p in d["points"]]
-        x264 = [p for d in ds if d["kind"] == "anchor" and d["family"].startswith(BD_ANCHOR_FAMILY)
-                for p in d["points"]]
+        x264 = [
+            p for d in ds if d["kind"] == "anchor" and d["family"].startswith(BD_ANCHOR_FAMILY) for p in d["points"]
+        ]
         entry: dict[str, Any] = {}
         for prof in profiles:
             pts = [p for d in ds if d["kind"] == "fvcall" and d["family"] == prof for p in d["points"]]
             default = next((p for p in pts if p["label"] == DEFAULT_LABEL), None)
             if default is None:
                 continue
-            e: dict[str, Any] = {"payload_kbps": _rate(default, "payload"), "wire_kbps": _rate(default, "wire"),
-                                 "keyframe_bytes": default["rate"]["keyframe_bytes"],
-                                 "stream_payload_kbps": default["rate"]["stream_payload_kbps"],
-                                 "stream_wire_kbps": default["rate"]["stream_wire_kbps"],
-                                 "metrics": default["metrics"], "ratio": {}, "ratio_note": {}, "bd": {}}
+            e: dict[str, Any] = {
+                "payload_kbps": _rate(default, "payload"),
+                "wire_kbps": _rate(default, "wire"),
+                "keyframe_bytes": default["rate"]["keyframe_bytes"],
+                "stream_payload_kbps": default["rate"]["stream_payload_kbps"],
+                "stream_wire_kbps": default["rate"]["stream_wire_kbps"],
+                "metrics": default["metrics"],
+                "ratio": {},
+                "ratio_note": {},
+                "bd": {},
+            }
             for kind in RATE_KINDS:
                 for m in METRICS:
                     key = m if kind == "payload" else f"{m}_{kind}"
                     if conv:
-                        r, note = bdrate.ratio_at_equal_quality([_rate(p, kind) for p in conv],
-                                                                [_q(p, m) for p in conv],
-                                                                _rate(default, kind), _q(default, m))
+                        r, note = bdrate.ratio_at_equal_quality(
+                            [_rate(p, kind) for p in conv],
+                            [_q(p, m) for p in conv],
+                            _rate(default, kind),
+                            _q(default, m),
+                        )
                     else:
                         r, note = None, "no conventional points"
                     e["ratio"][key], e["ratio_note"][key] = r, note
-                    e["bd"][key] = (bdrate.bd_rate([_rate(p, kind) for p in x264], [_q(p, m) for p in x264],
-                                                   [_rate(p, kind) for p in pts], [_q(p, m) for p in pts])
-                                    if x264 else None)
+                    e["bd"][key] = (
+                        bdrate.bd_rate(
+                            [_rate(p, kind) for p in x264],
+                            [_q(p, m) for p in x264],
+                            [_rate(p, kind) for p in pts],
+                            [_q(p, m) for p in pts],
+                        )
+                        if x264
+                        else None
+                    )
             entry[prof] = e
         per_clip[clip] = entry
 
@@ -104,14 +121,18 @@ def analyse(docs: list[dict[str, Any]]) -> dict[str, Any]:
         rows = [per_clip[c][prof] for c in per_clip if prof in per_clip[c]]
         if not rows:
             continue
-        s: dict[str, Any] = {"n_clips": len(rows),
-                             "payload_kbps": float(np.mean([r["payload_kbps"] for r in rows])),
-                             "wire_kbps": float(np.mean([r["wire_kbps"] for r in rows])),
-                             "keyframe_bytes": float(np.mean([r["keyframe_bytes"] for r in rows])),
-                             "stream_payload_kbps": float(np.mean([r["stream_payload_kbps"] for r in rows])),
-                             "stream_wire_kbps": float(np.mean([r["stream_wire_kbps"] for r in rows])),
-                             "metrics": {m: _nanmean([r["metrics"].get(m) for r in rows]) for m in METRICS},
-                             "ratio_clips_with_overlap": {}, "ratio_notes": {}, "bd_clips_with_overlap": {}}
+        s: dict[str, Any] = {
+            "n_clips": len(rows),
+            "payload_kbps": float(np.mean([r["payload_kbps"] for r in rows])),
+            "wire_kbps": float(np.mean([r["wire_kbps"] for r in rows])),
+            "keyframe_bytes": float(np.mean([r["keyframe_bytes"] for r in rows])),
+            "stream_payload_kbps": float(np.mean([r["stream_payload_kbps"] for r in rows])),
+            "stream_wire_kbps": float(np.mean([r["stream_wire_kbps"] for r in rows])),
+            "metrics": {m: _nanmean([r["metrics"].get(m) for r in rows]) for m in METRICS},
+            "ratio_clips_with_overlap": {},
+            "ratio_notes": {},
+            "bd_clips_with_overlap": {},
+        }
         for kind in RATE_KINDS:
             suffix = "" if kind == "payload" else f"_{kind}"
             s["ratio_at_equal_quality" + suffix] = {}
@@ -130,8 +151,9 @@ def analyse(docs: list[dict[str, Any]]) -> dict[str, Any]:
                     s["bd_clips_with_overlap"][m] = len(bds)
                     reasons = Counter(_reason(r["ratio_note"][key]) for r in rows if r["ratio"][key] is None)
                     if reasons:
-                        s["ratio_notes"][m] = "; ".join(f"{n} of {len(rows)} clips: {why}" for why, n in
-                                                        reasons.most_common())
+                        s["ratio_notes"][m] = "; ".join(
+                            f"{n} of {len(rows)} clips: {why}" for why, n in reasons.most_common()
+                        )
         summary["profiles"][prof] = s
     summary["per_clip"] = per_clip
     return summary
@@ -162,11 +184,16 @@ def mean_curves(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for name, by_label in acc.items():
         pts = []
         for label, ps in by_label.items():
-            pts.append({"label": label, "n": len(ps),
-                        "payload_kbps": float(np.mean([_rate(p, "payload") for p in ps])),
-                        "wire_kbps": float(np.mean([_rate(p, "wire") for p in ps])),
-                        "keyframe_bytes": float(np.mean([p["rate"]["keyframe_bytes"] for p in ps])),
-                        "metrics": {m: _nanmean([p["metrics"].get(m) for p in ps]) for m in METRICS}})
+            pts.append(
+                {
+                    "label": label,
+                    "n": len(ps),
+                    "payload_kbps": float(np.mean([_rate(p, "payload") for p in ps])),
+                    "wire_kbps": float(np.mean([_rate(p, "wire") for p in ps])),
+                    "keyframe_bytes": float(np.mean([p["rate"]["keyframe_bytes"] for p in ps])),
+                    "metrics": {m: _nanmean([p["metrics"].get(m) for p in ps]) for m in METRICS},
+                }
+            )
         pts.sort(key=lambda p: p["payload_kbps"])
         out[name] = {"kind": kinds[name][0], "family": kinds[name][1], "points": pts}
     return out
@@ -176,11 +203,22 @@ def _style(name: str, kind: str) -> dict[str, Any]:
     if kind == "fvcall":
         return {"marker": "*", "markersize": 9, "linewidth": 2.0}
     base = name.split("~")[0]
-    colors = {"x264-medium": "tab:blue", "x264-veryfast": "tab:cyan", "x265": "tab:green", "vp9": "tab:orange",
-              "av1": "tab:purple"}
+    colors = {
+        "x264-medium": "tab:blue",
+        "x264-veryfast": "tab:cyan",
+        "x265": "tab:green",
+        "vp9": "tab:orange",
+        "av1": "tab:purple",
+    }
     reduced = "~" in name
-    return {"color": colors.get(base, "grey"), "marker": "." if reduced else "o", "markersize": 4,
-            "linestyle": ":" if reduced else "-", "linewidth": 0.8 if reduced else 1.3, "alpha": 0.7 if reduced else 1}
+    return {
+        "color": colors.get(base, "grey"),
+        "marker": "." if reduced else "o",
+        "markersize": 4,
+        "linestyle": ":" if reduced else "-",
+        "linewidth": 0.8 if reduced else 1.3,
+        "alpha": 0.7 if reduced else 1,
+    }
 
 
 def plot(out: Path, curves: dict[str, dict[str, Any]], kind: str = "payload") -> list[str]:
@@ -222,43 +260,59 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
 
 def markdown(summary: dict[str, Any], curves: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = ["# fvcall bandwidth benchmark", ""]
-    lines += [f"- clips: {len(summary['clips'])}; codec size {meta.get('size')}; "
-              f"frames per clip <= {meta.get('frames')}; "
-              f"scored frames per clip {meta.get('scored_frames')} (VMAF on every 2nd of them)",
-              "- rates in kbit/s over the clip, keyframes amortized; payload = codec bytes, wire = + per-message "
-              "SCTP/DTLS/UDP/IP (fvcall) or RTP/SRTP/UDP/IP (video) overhead",
-              "- ratio at equal quality = (kbit/s the best conventional setting needs for fvcall's default quality) / "
-              "(fvcall kbit/s); > 1 means fvcall needs fewer bits. Geometric mean over the clips where the curves "
-              "overlap (count in brackets).",
-              "- stream = payload without keyframes on either side (what a long call converges to).",
-              "- BD-rate vs x264 (PCHIP, overlapping quality range) of all the profile's knob points vs all x264 "
-              "points; negative means fewer bits than x264. Mean over clips with overlap.", ""]
+    lines += [
+        f"- clips: {len(summary['clips'])}; codec size {meta.get('size')}; "
+        f"frames per clip <= {meta.get('frames')}; "
+        f"scored frames per clip {meta.get('scored_frames')} (VMAF on every 2nd of them)",
+        "- rates in kbit/s over the clip, keyframes amortized; payload = codec bytes, wire = + per-message "
+        "SCTP/DTLS/UDP/IP (fvcall) or RTP/SRTP/UDP/IP (video) overhead",
+        "- ratio at equal quality = (kbit/s the best conventional setting needs for fvcall's default quality) / "
+        "(fvcall kbit/s); > 1 means fvcall needs fewer bits. Geometric mean over the clips where the curves "
+        "overlap (count in brackets).",
+        "- stream = payload without keyframes on either side (what a long call converges to).",
+        "- BD-rate vs x264 (PCHIP, overlapping quality range) of all the profile's knob points vs all x264 "
+        "points; negative means fewer bits than x264. Mean over clips with overlap.",
+        "",
+    ]
     for prof, s in summary["profiles"].items():
-        lines += [f"## {prof}", "",
-                  f"default setting over {s['n_clips']} clips: payload {_fmt(s['payload_kbps'])} kbit/s, wire "
-                  f"{_fmt(s['wire_kbps'])} kbit/s, keyframe {_fmt(s['keyframe_bytes'], '.0f')} bytes, stream without "
-                  f"keyframe {_fmt(s['stream_payload_kbps'])} kbit/s payload / {_fmt(s['stream_wire_kbps'])} wire", "",
-                  "| metric | fvcall quality | ratio @ equal q (payload) | ratio (wire) | ratio (stream) "
-                  "| BD-rate vs x264 (payload) | BD-rate (wire) | BD-rate (stream) |", "|---" * 8 + "|"]
+        lines += [
+            f"## {prof}",
+            "",
+            f"default setting over {s['n_clips']} clips: payload {_fmt(s['payload_kbps'])} kbit/s, wire "
+            f"{_fmt(s['wire_kbps'])} kbit/s, keyframe {_fmt(s['keyframe_bytes'], '.0f')} bytes, stream without "
+            f"keyframe {_fmt(s['stream_payload_kbps'])} kbit/s payload / {_fmt(s['stream_wire_kbps'])} wire",
+            "",
+            "| metric | fvcall quality | ratio @ equal q (payload) | ratio (wire) | ratio (stream) "
+            "| BD-rate vs x264 (payload) | BD-rate (wire) | BD-rate (stream) |",
+            "|---" * 8 + "|",
+        ]
         for m in METRICS:
-            lines.append(f"| {m} | {_fmt(s['metrics'][m], '.4g')} | {_fmt(s['ratio_at_equal_quality'][m])} "
-                         f"[{s['ratio_clips_with_overlap'][m]}] | {_fmt(s['ratio_at_equal_quality_wire'][m])} | "
-                         f"{_fmt(s['ratio_at_equal_quality_stream_payload'][m])} | "
-                         f"{_fmt(s['bd_rate_vs_x264'][m], '+.1f')}% [{s['bd_clips_with_overlap'][m]}] | "
-                         f"{_fmt(s['bd_rate_vs_x264_wire'][m], '+.1f')}% | "
-                         f"{_fmt(s['bd_rate_vs_x264_stream_payload'][m], '+.1f')}% |")
+            lines.append(
+                f"| {m} | {_fmt(s['metrics'][m], '.4g')} | {_fmt(s['ratio_at_equal_quality'][m])} "
+                f"[{s['ratio_clips_with_overlap'][m]}] | {_fmt(s['ratio_at_equal_quality_wire'][m])} | "
+                f"{_fmt(s['ratio_at_equal_quality_stream_payload'][m])} | "
+                f"{_fmt(s['bd_rate_vs_x264'][m], '+.1f')}% [{s['bd_clips_with_overlap'][m]}] | "
+                f"{_fmt(s['bd_rate_vs_x264_wire'][m], '+.1f')}% | "
+                f"{_fmt(s['bd_rate_vs_x264_stream_payload'][m], '+.1f')}% |"
+            )
         if s["ratio_notes"]:
             lines += ["", "Curves that do not overlap (ratio null for these clips):", ""]
             lines += [f"- {m}: {note}" for m, note in s["ratio_notes"].items()]
         lines.append("")
-    lines += ["## All configurations (means over clips)", "",
-              "| configuration | point | clips | payload kbit/s | wire kbit/s | keyframe B | "
-              + " | ".join(METRICS) + " |", "|---" * (6 + len(METRICS)) + "|"]
+    lines += [
+        "## All configurations (means over clips)",
+        "",
+        "| configuration | point | clips | payload kbit/s | wire kbit/s | keyframe B | " + " | ".join(METRICS) + " |",
+        "|---" * (6 + len(METRICS)) + "|",
+    ]
     for name, c in sorted(curves.items(), key=lambda kv: (kv[1]["kind"], kv[0])):
         for p in c["points"]:
-            lines.append(f"| {name} | {p['label']} | {p['n']} | {_fmt(p['payload_kbps'])} | {_fmt(p['wire_kbps'])} | "
-                         f"{_fmt(p['keyframe_bytes'], '.0f')} | "
-                         + " | ".join(_fmt(p["metrics"][m], ".4g") for m in METRICS) + " |")
+            lines.append(
+                f"| {name} | {p['label']} | {p['n']} | {_fmt(p['payload_kbps'])} | {_fmt(p['wire_kbps'])} | "
+                f"{_fmt(p['keyframe_bytes'], '.0f')} | "
+                + " | ".join(_fmt(p["metrics"][m], ".4g") for m in METRICS)
+                + " |"
+            )
     if meta.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
     return "\n".join(lines) + "\n"

@@ -41,8 +41,13 @@ class RunOptions:
 
     def run_key(self) -> dict[str, object]:
         """What must match for a cached result to be reused."""
-        return {"schema": SCHEMA, "size": self.size, "frames": self.frames, "scored_frames": self.scored_frames,
-                "vmaf": self.use_vmaf}
+        return {
+            "schema": SCHEMA,
+            "size": self.size,
+            "frames": self.frames,
+            "scored_frames": self.scored_frames,
+            "vmaf": self.use_vmaf,
+        }
 
 
 def result_path(out: Path, clip_id: str, config_name: str) -> Path:
@@ -126,14 +131,25 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
         mesh.close()
         return [f"{source}: no face in any frame, skipped"]
     todo_fv = [c for c in opts.fv_configs if not _cached(result_path(opts.out, clip.clip_id, c.name), opts)]
-    todo_an = [a for a in opts.anchors if a.applies(clip.fps)
-               and not _cached(result_path(opts.out, clip.clip_id, a.name), opts)]
+    todo_an = [
+        a
+        for a in opts.anchors
+        if a.applies(clip.fps) and not _cached(result_path(opts.out, clip.clip_id, a.name), opts)
+    ]
     n = len(clip.frames)
     scored = met.choose_frames(n, opts.scored_frames, _seed(clip.clip_id))
     want = set(scored)
-    base = {"clip": clip.clip_id, "source": clip.source, "clip_fps": clip.fps, "frames": n,
-            "skipped_frames_before_face": clip.skipped_frames, "size": opts.size, "run_key": opts.run_key(),
-            "scored_frames": scored, "vmaf_frames": scored[:: met.VMAF_FRAME_SHARE]}
+    base = {
+        "clip": clip.clip_id,
+        "source": clip.source,
+        "clip_fps": clip.fps,
+        "frames": n,
+        "skipped_frames_before_face": clip.skipped_frames,
+        "size": opts.size,
+        "run_key": opts.run_key(),
+        "scored_frames": scored,
+        "vmaf_frames": scored[:: met.VMAF_FRAME_SHARE],
+    }
     profiles = sorted({c.profile for c in opts.fv_configs})
     estimators = {p: fv.make_caching_estimator(p, opts.size, opts.weights) for p in profiles}
     references: dict[tuple, met.Reference] = {}
@@ -149,8 +165,9 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
     def fv_point(profile: str, s: fv.FvSetting) -> tuple[fv.FvRun, met.Scores, float]:
         if (profile, s) not in fv_cache:
             t0 = time.perf_counter()
-            r = fv.run_setting(clip.frames, clip.fps, clip.box, profile, opts.size, s, estimators[profile], want,
-                               opts.weights)
+            r = fv.run_setting(
+                clip.frames, clip.fps, clip.box, profile, opts.size, s, estimators[profile], want, opts.weights
+            )
             fv_cache[(profile, s)] = (r, reference_for(r.boxes).score(r.outputs), time.perf_counter() - t0)
         return fv_cache[(profile, s)]
 
@@ -169,15 +186,38 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
             for s in cfg.settings:
                 run, sc, secs = fv_point(cfg.profile, s)
                 rate = data_channel_rate(run.messages, n, clip.fps)
-                points.append({"setting": fv.setting_dict(s), "label": s.label(), "rate": rate.to_dict(),
-                               "metrics": sc.means, "kp_missing": sc.kp_missing, "stats": run.stats,
-                               "boxes": _rle_boxes(run.boxes), "seconds": secs, "per_frame": sc.per_frame})
+                points.append(
+                    {
+                        "setting": fv.setting_dict(s),
+                        "label": s.label(),
+                        "rate": rate.to_dict(),
+                        "metrics": sc.means,
+                        "kp_missing": sc.kp_missing,
+                        "stats": run.stats,
+                        "boxes": _rle_boxes(run.boxes),
+                        "seconds": secs,
+                        "per_frame": sc.per_frame,
+                    }
+                )
                 progress(f"{clip.clip_id} {cfg.name} {s.label()}")
-            _write(result_path(opts.out, clip.clip_id, cfg.name),
-                   {**base, "name": cfg.name, "kind": "fvcall", "family": cfg.profile, "knob": cfg.knob,
-                    "settings": {"profile": cfg.profile, "knob": cfg.knob, "fps": clip.fps,
-                                 "transport": "WebRTC data channels (SCTP/DTLS/UDP/IPv4)"},
-                    "versions": opts.versions, "points": points})
+            _write(
+                result_path(opts.out, clip.clip_id, cfg.name),
+                {
+                    **base,
+                    "name": cfg.name,
+                    "kind": "fvcall",
+                    "family": cfg.profile,
+                    "knob": cfg.knob,
+                    "settings": {
+                        "profile": cfg.profile,
+                        "knob": cfg.knob,
+                        "fps": clip.fps,
+                        "transport": "WebRTC data channels (SCTP/DTLS/UDP/IPv4)",
+                    },
+                    "versions": opts.versions,
+                    "points": points,
+                },
+            )
         if todo_an:
             crops = clp.crops(clip.frames, ref_boxes, opts.size)
             ref = reference_for(ref_boxes)
@@ -191,20 +231,42 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
                     sc = ref.score(run.outputs)
                     banner = banner or run.banner
                     rate = rtp_rate(run.messages, n, clip.fps)
-                    points.append({"setting": {spec.quality_option: v}, "label": f"{spec.quality_option}{v}",
-                                   "rate": rate.to_dict(), "metrics": sc.means, "kp_missing": sc.kp_missing,
-                                   "sei_bytes_stripped": run.stripped_bytes, "seconds": time.perf_counter() - t0,
-                                   "per_frame": sc.per_frame})
+                    points.append(
+                        {
+                            "setting": {spec.quality_option: v},
+                            "label": f"{spec.quality_option}{v}",
+                            "rate": rate.to_dict(),
+                            "metrics": sc.means,
+                            "kp_missing": sc.kp_missing,
+                            "sei_bytes_stripped": run.stripped_bytes,
+                            "seconds": time.perf_counter() - t0,
+                            "per_frame": sc.per_frame,
+                        }
+                    )
                     progress(f"{clip.clip_id} {cfg.name} {v}")
-                _write(result_path(opts.out, clip.clip_id, cfg.name),
-                       {**base, "name": cfg.name, "kind": "anchor", "family": cfg.codec,
-                        "settings": {"encoder": spec.encoder, "decoder": spec.decoder, "options": spec.options,
-                                     "quality_option": spec.quality_option, "scale": cfg.scale,
-                                     "coded_size": opts.size // cfg.scale,
-                                     "fps": cfg.fps if cfg.fps is not None else clip.fps,
-                                     "downscale": "cv2.INTER_AREA", "upscale": "cv2.INTER_LANCZOS4",
-                                     "transport": "RTP/SRTP/UDP/IPv4, FU-A above 1200 bytes"},
-                        "versions": {**opts.versions, "encoder_banner": banner}, "points": points})
+                _write(
+                    result_path(opts.out, clip.clip_id, cfg.name),
+                    {
+                        **base,
+                        "name": cfg.name,
+                        "kind": "anchor",
+                        "family": cfg.codec,
+                        "settings": {
+                            "encoder": spec.encoder,
+                            "decoder": spec.decoder,
+                            "options": spec.options,
+                            "quality_option": spec.quality_option,
+                            "scale": cfg.scale,
+                            "coded_size": opts.size // cfg.scale,
+                            "fps": cfg.fps if cfg.fps is not None else clip.fps,
+                            "downscale": "cv2.INTER_AREA",
+                            "upscale": "cv2.INTER_LANCZOS4",
+                            "transport": "RTP/SRTP/UDP/IPv4, FU-A above 1200 bytes",
+                        },
+                        "versions": {**opts.versions, "encoder_banner": banner},
+                        "points": points,
+                    },
+                )
     finally:
         for e in estimators.values():
             e.close_inner()
@@ -214,12 +276,14 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
 
 def count_units(opts: RunOptions, fps: float) -> int:
     """Progress-bar units of one clip: one per point."""
-    return (sum(len(c.settings) for c in opts.fv_configs)
-            + sum(len(a.values) for a in opts.anchors if a.applies(fps)))
+    return sum(len(c.settings) for c in opts.fv_configs) + sum(len(a.values) for a in opts.anchors if a.applies(fps))
 
 
 def options_dict(opts: RunOptions) -> dict[str, object]:
-    return {"size": opts.size, "frames": opts.frames, "scored_frames": opts.scored_frames,
-            "anchors": [asdict(a) | {"name": a.name} for a in opts.anchors],
-            "fvcall": [{"name": c.name, "settings": [asdict(s) for s in c.settings]} for c in opts.fv_configs]}
-
+    return {
+        "size": opts.size,
+        "frames": opts.frames,
+        "scored_frames": opts.scored_frames,
+        "anchors": [asdict(a) | {"name": a.name} for a in opts.anchors],
+        "fvcall": [{"name": c.name, "settings": [asdict(s) for s in c.settings]} for c in opts.fv_configs],
+    }

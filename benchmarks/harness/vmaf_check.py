@@ -44,11 +44,21 @@ def validate(paths: list[Path], root: Path, size: int) -> dict[str, object]:
                 vm.append(float(np.mean(ref.vmaf(run.outputs))))
                 ps.append(float(np.mean([met.psnr(ref.y[i], met.luma(run.outputs[i])) for i in scored])))
             rho = float(spearmanr(vm, ps).statistic)
-            rows.append({"clip": clip.clip_id, "identical": identical, "crf": list(CHECK_CRFS), "vmaf": vm,
-                         "psnr_y": ps, "monotone": bool(np.all(np.diff(vm) < 0)), "spearman_vs_psnr": rho})
+            rows.append(
+                {
+                    "clip": clip.clip_id,
+                    "identical": identical,
+                    "crf": list(CHECK_CRFS),
+                    "vmaf": vm,
+                    "psnr_y": ps,
+                    "monotone": bool(np.all(np.diff(vm) < 0)),
+                    "spearman_vs_psnr": rho,
+                }
+            )
     finally:
         det.close()
         mesh.close()
-    ok = bool(rows) and all(r["identical"] >= IDENTICAL_MIN and r["monotone"] and r["spearman_vs_psnr"] > 0.99
-                            for r in rows)
+    ok = bool(rows) and all(
+        r["identical"] >= IDENTICAL_MIN and r["monotone"] and r["spearman_vs_psnr"] > 0.99 for r in rows
+    )
     return {"ok": ok, "clips": rows}

@@ -86,9 +86,7 @@ class Down3d(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv3d(cin, cout, 3, padding=1), norm(cout), nn.ReLU(), nn.AvgPool3d((1, 2, 2))
-        )
+        self.body = nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), norm(cout), nn.ReLU(), nn.AvgPool3d((1, 2, 2)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -169,6 +167,4 @@ def resize(img: torch.Tensor, size: int) -> torch.Tensor:
     if img.shape[-1] == size and img.shape[-2] == size:
         return img
     shrink = img.shape[-1] > size
-    return nn.functional.interpolate(
-        img, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
-    )
+    return nn.functional.interpolate(img, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)

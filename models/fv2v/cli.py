@@ -24,9 +24,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     t.add_argument("--out", required=True, type=Path, help="run folder: checkpoints, samples, log")
     t.add_argument("--steps", type=int, default=None, help="total steps (default: the config's)")
     t.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.safetensors")
-    t.add_argument(
-        "--batch", type=int, default=None, help="pairs per step per process (default: the config's)"
-    )
+    t.add_argument("--batch", type=int, default=None, help="pairs per step per process (default: the config's)")
     t.set_defaults(func=run_train)
 
 
@@ -60,9 +58,7 @@ def run_train(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             return _fail("train", ValueError(f"{name} must be at least 1"))
     try:
-        result = train(
-            args.data, args.config, args.out, steps=args.steps, resume=args.resume, batch=args.batch
-        )
+        result = train(args.data, args.config, args.out, steps=args.steps, resume=args.resume, batch=args.batch)
     except (
         FileNotFoundError,
         ValueError,

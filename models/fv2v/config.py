@@ -271,9 +271,7 @@ def _tiny() -> Fv2vConfig:
         generator=GeneratorConfig(ch=16, n_res=1, min_ch=8),
         discriminator=DiscriminatorConfig(n_scales=2, base_ch=8, max_ch=32, n_layers=3),
         loss=LossConfig(ssim_min_size=160),
-        train=TrainConfig(
-            steps=200, batch=4, sample_every=50, checkpoint_every=100, num_workers=0, log_every=1
-        ),
+        train=TrainConfig(steps=200, batch=4, sample_every=50, checkpoint_every=100, num_workers=0, log_every=1),
     )
 
 
@@ -290,9 +288,7 @@ def _small() -> Fv2vConfig:
         generator=GeneratorConfig(ch=32, n_res=1, min_ch=8),
         discriminator=DiscriminatorConfig(n_scales=2, base_ch=8, max_ch=32, n_layers=3),
         loss=LossConfig(ssim_min_size=160, gan_start_step=500),
-        train=TrainConfig(
-            steps=3000, batch=4, log_every=10, sample_every=250, checkpoint_every=250, num_workers=0
-        ),
+        train=TrainConfig(steps=3000, batch=4, log_every=10, sample_every=250, checkpoint_every=250, num_workers=0),
     )
 
 

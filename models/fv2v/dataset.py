@@ -51,9 +51,7 @@ def _frames(path: Path, max_frames: int | None) -> Iterator[np.ndarray]:
             yield frame.to_ndarray(format="rgb24")
 
 
-def prepare_clip(
-    path: Path, size: int, max_frames: int | None = None
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def prepare_clip(path: Path, size: int, max_frames: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(frames uint8 (N, size, size, 3), pose float32 (N, 3), info) of one video.
 
     One fixed crop box per clip, from FaceDetector on the first frame with a face (the frames before
@@ -77,9 +75,7 @@ def prepare_clip(
             big = crop(frame, box, max(size, LANDMARK_SIZE))
             lm = mesh.landmarks(big)
             poses.append(absolute_pose(lm) if lm is not None else (np.nan, np.nan, np.nan))
-            crops.append(
-                cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA) if big.shape[0] != size else big
-            )
+            crops.append(cv2.resize(big, (size, size), interpolation=cv2.INTER_AREA) if big.shape[0] != size else big)
 
         for frame in _frames(path, max_frames):
             if box is None:
@@ -127,9 +123,7 @@ def prepare(
     if size < 16 or size % 16:
         raise ValueError(f"size must be a positive multiple of 16, not {size}")
     out.mkdir(parents=True, exist_ok=True)
-    index = (
-        read_index(out) if (out / INDEX).is_file() else {"format": DATASET_FORMAT, "size": size, "clips": []}
-    )
+    index = read_index(out) if (out / INDEX).is_file() else {"format": DATASET_FORMAT, "size": size, "clips": []}
     if index["size"] != size:
         raise ValueError(f"{out} holds {index['size']}x{index['size']} crops, not {size}x{size}")
     taken = {c["name"] for c in index["clips"]}
@@ -149,9 +143,7 @@ def prepare(
 def read_index(data_dir: str | Path) -> dict[str, Any]:
     path = Path(data_dir) / INDEX
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{data_dir} is not a prepared fv2v dataset (no {INDEX}); run `prepare` first"
-        )
+        raise FileNotFoundError(f"{data_dir} is not a prepared fv2v dataset (no {INDEX}); run `prepare` first")
     index = json.loads(path.read_text())
     if index.get("format") != DATASET_FORMAT or not index.get("clips"):
         raise ValueError(f"{path} is not a {DATASET_FORMAT} index with clips")
@@ -167,9 +159,7 @@ class PairDataset(Dataset[dict[str, torch.Tensor]]):
         self.dir = Path(data_dir)
         self.index = read_index(self.dir)
         if size is not None and self.index["size"] != size:
-            raise ValueError(
-                f"dataset {self.dir} holds {self.index['size']}px crops, the config needs {size}px"
-            )
+            raise ValueError(f"dataset {self.dir} holds {self.index['size']}px crops, the config needs {size}px")
         self.flip = flip
         self.clips = [c for c in self.index["clips"] if c["frames"] >= MIN_CLIP_FRAMES]
         self.offsets = np.cumsum([0] + [c["frames"] for c in self.clips])

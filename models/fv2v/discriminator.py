@@ -23,9 +23,7 @@ class PatchDiscriminator(nn.Module):
             c = min(max_ch, base_ch * 2**i)
             norm_layer: nn.Module = nn.InstanceNorm2d(c, affine=True) if i > 0 else nn.Identity()
             self.layers.append(
-                nn.Sequential(
-                    spectral_norm(nn.Conv2d(prev, c, 4, stride=2, padding=1)), norm_layer, nn.LeakyReLU(LEAK)
-                )
+                nn.Sequential(spectral_norm(nn.Conv2d(prev, c, 4, stride=2, padding=1)), norm_layer, nn.LeakyReLU(LEAK))
             )
             prev = c
         self.logits = spectral_norm(nn.Conv2d(prev, 1, 3, padding=1))
@@ -45,9 +43,7 @@ class MultiScaleDiscriminator(nn.Module):
     def __init__(self, cfg: Fv2vConfig) -> None:
         super().__init__()
         d = cfg.discriminator
-        self.scales = nn.ModuleList(
-            PatchDiscriminator(d.base_ch, d.max_ch, d.n_layers) for _ in range(d.n_scales)
-        )
+        self.scales = nn.ModuleList(PatchDiscriminator(d.base_ch, d.max_ch, d.n_layers) for _ in range(d.n_scales))
 
     def forward(self, image: torch.Tensor) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
         out = []

@@ -20,9 +20,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: Fv2vConfig) -> None:
         super().__init__()
         g, a = cfg.generator, cfg.appearance
-        self.project = nn.Sequential(
-            nn.Conv2d(a.feat_ch * a.depth, g.ch, 3, padding=1), norm(g.ch), nn.ReLU()
-        )
+        self.project = nn.Sequential(nn.Conv2d(a.feat_ch * a.depth, g.ch, 3, padding=1), norm(g.ch), nn.ReLU())
         self.trunk = nn.Sequential(*(ResBlock2d(g.ch) for _ in range(g.n_res)))
         ups: list[nn.Module] = []
         prev = g.ch

@@ -28,10 +28,7 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, min_ms_size: int) -> tor
 
 def hinge_d_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     """Discriminator hinge loss, averaged over scales."""
-    terms = [
-        F.relu(1.0 - r.float()).mean() + F.relu(1.0 + f.float()).mean()
-        for r, f in zip(real, fake, strict=True)
-    ]
+    terms = [F.relu(1.0 - r.float()).mean() + F.relu(1.0 + f.float()).mean() for r, f in zip(real, fake, strict=True)]
     return torch.stack(terms).mean()
 
 
@@ -66,9 +63,7 @@ def keypoint_prior(kp: torch.Tensor, min_dist_sq: float, depth_target: float) ->
     return spread + depth
 
 
-def head_pose(
-    pred: HeadPose, target_deg: torch.Tensor, bin_index: torch.Tensor, reg_weight: float
-) -> torch.Tensor:
+def head_pose(pred: HeadPose, target_deg: torch.Tensor, bin_index: torch.Tensor, reg_weight: float) -> torch.Tensor:
     """Hopenet loss vs teacher angles (B, 3) degrees (NaN = no label): bin cross-entropy + L1 in radians.
 
     bin_index: (B, 3) bin labels of target_deg (any value where NaN)."""

@@ -51,11 +51,7 @@ def select_runtime(device: str | torch.device | None = None, precision: str = "a
     emulates it and convolutions run 3-40x slower than fp32 (measured); "bf16" forces it anyway."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    dev = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16_auto = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and bf16_auto) else None
     return Runtime(device=dev, dtype=dtype, channels_last=dev.type == "cuda")
@@ -127,9 +123,7 @@ class Fv2vModel(nn.Module):
         delta = self.expression(src)
         rot = rotation_matrix(pose.angles)
         kp_s = transform_keypoints(kp_c, rot, pose.translation, delta)
-        cache = KeyframeCache(
-            volume=volume, kp_canonical=kp_c, rotation=rot, kp_source=kp_s, angles=pose.angles
-        )
+        cache = KeyframeCache(volume=volume, kp_canonical=kp_c, rotation=rot, kp_source=kp_s, angles=pose.angles)
         return cache, pose
 
     def animate(

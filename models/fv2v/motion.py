@@ -113,9 +113,7 @@ class MotionFieldEstimator(nn.Module):
             flow = grid_full[None] + torch.einsum("bkdhw,bki->bdhwi", full_mask, offset)
         else:
             a_mat = torch.einsum("bkdhw,bkij->bdhwij", full_mask, jac)
-            flow = (a_mat @ grid_full[None, ..., None])[..., 0] + torch.einsum(
-                "bkdhw,bki->bdhwi", full_mask, offset
-            )
+            flow = (a_mat @ grid_full[None, ..., None])[..., 0] + torch.einsum("bkdhw,bki->bdhwi", full_mask, offset)
         return MotionField(deformation=flow, mask=mask, occlusion=occ)
 
 

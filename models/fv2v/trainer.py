@@ -82,9 +82,7 @@ class GeneratorLoss(nn.Module):
                 real = disc(driving)
             fake = disc(pred)
             terms["gan"] = lw.gan * losses.hinge_g_loss([f[1] for f in fake])
-            terms["fm"] = lw.feature_matching * losses.feature_matching(
-                [r[0] for r in real], [f[0] for f in fake]
-            )
+            terms["fm"] = lw.feature_matching * losses.feature_matching([r[0] for r in real], [f[0] for f in fake])
         # Equivariance: keypoints of a randomly warped driving frame must move with the warp.
         theta = random_affine(
             driving.shape[0], lw.eq_max_rot_deg, lw.eq_max_scale, lw.eq_max_shift, device=driving.device
@@ -154,9 +152,7 @@ class Fv2vTrainer:
         self.opt_g = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
         self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
 
-    def train_step(
-        self, batch: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
         """One generator and one discriminator update. Returns (losses, predictions, occlusion maps)."""
         dev = self.runtime.device
         b = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
@@ -331,16 +327,12 @@ def train(
                 continue
             assert log is not None
             if trainer.step % cfg.train.log_every == 0:
-                log.write(
-                    json.dumps({"step": trainer.step, "time_s": round(time.time() - t0, 2), **out}) + "\n"
-                )
+                log.write(json.dumps({"step": trainer.step, "time_s": round(time.time() - t0, 2), **out}) + "\n")
                 log.flush()
             if trainer.step % cfg.train.sample_every == 0 or trainer.step == total_steps:
                 sample_grid(b, pred, occ, run / SAMPLES / f"step_{trainer.step:07d}.png")
             if trainer.step % cfg.train.checkpoint_every == 0 or trainer.step == total_steps:
-                result.model_path = trainer.save(
-                    run, dataset.sources(), _metrics(result.history, trainer, eval_batch)
-                )
+                result.model_path = trainer.save(run, dataset.sources(), _metrics(result.history, trainer, eval_batch))
     finally:
         bar.close()
         if log is not None:
@@ -355,9 +347,7 @@ def _metrics(
     history: list[dict[str, float]], trainer: Fv2vTrainer, eval_batch: dict[str, torch.Tensor] | None
 ) -> dict[str, Any]:
     recent = history[-METRIC_WINDOW:]
-    metrics = (
-        {f"train_{k}": float(np.mean([h[k] for h in recent if k in h])) for k in recent[0]} if recent else {}
-    )
+    metrics = {f"train_{k}": float(np.mean([h[k] for h in recent if k in h])) for k in recent[0]} if recent else {}
     if eval_batch is not None:
         metrics["eval_l1"] = trainer.evaluate(eval_batch)
     return metrics

@@ -32,9 +32,7 @@ def euler_angles(rot: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.stack([yaw, pitch, roll], -1))
 
 
-def transform_keypoints(
-    kp_c: torch.Tensor, rot: torch.Tensor, t: torch.Tensor, delta: torch.Tensor
-) -> torch.Tensor:
+def transform_keypoints(kp_c: torch.Tensor, rot: torch.Tensor, t: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """x = R x_c + t + δ.
 
     kp_c (B, K, 3) canonical keypoints, rot (B, 3, 3), t (B, 3), delta (B, K, 3) -> (B, K, 3)."""

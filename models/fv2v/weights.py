@@ -127,9 +127,7 @@ def check_config(card: dict[str, Any], cfg: Fv2vConfig, path: str | Path) -> Non
     """Refuse a checkpoint whose architecture is not cfg's (ConfigMismatchError, one line)."""
     name = Path(path).name
     if card.get("config_name") != cfg.name:
-        raise ConfigMismatchError(
-            f"fv2v weights {name} are for config '{card.get('config_name')}', not '{cfg.name}'"
-        )
+        raise ConfigMismatchError(f"fv2v weights {name} are for config '{card.get('config_name')}', not '{cfg.name}'")
     theirs = {k: v for k, v in card.get("config", {}).items() if k in cfg.architecture()}
     ours = cfg.architecture()
     for key, diff in _first_difference(theirs, ours):
@@ -160,9 +158,7 @@ def load_tensors(path: str | Path, verify: bool = True) -> dict[str, torch.Tenso
         raise CorruptWeightsError(f"fv2v weights {path} are unreadable: {e}") from e
 
 
-def load(
-    path: str | Path | None, config: Fv2vConfig | str | None = None, runtime: Runtime | None = None
-) -> Fv2vModel:
+def load(path: str | Path | None, config: Fv2vConfig | str | None = None, runtime: Runtime | None = None) -> Fv2vModel:
     """A placed, eval-mode model from a checkpoint. config None: the one named in the card."""
     card = read_card(path)
     assert path is not None

@@ -79,8 +79,10 @@ def _masks(lm: np.ndarray) -> dict[str, np.ndarray]:
     above = ((y_mouth < 0) | upper) & ~lower
     below = ((y_mouth > 0) | lower) & ~upper
     masks = {"mouth": np.ones(N_LANDMARKS, bool), "above_mouth": above, "below_mouth": below}
-    for side, lid, corners in (("right", RIGHT_UPPER_LID, RIGHT_EYE_CORNERS),
-                               ("left", LEFT_UPPER_LID, LEFT_EYE_CORNERS)):
+    for side, lid, corners in (
+        ("right", RIGHT_UPPER_LID, RIGHT_EYE_CORNERS),
+        ("left", LEFT_UPPER_LID, LEFT_EYE_CORNERS),
+    ):
         eye_c = lm[corners, :2].mean(0)
         above_eye = (lm[:, :2] - eye_c) @ down < 0
         lid_mask = np.zeros(N_LANDMARKS, bool)

@@ -10,13 +10,62 @@ import numpy as np
 
 # Landmarks that move with the skull, not with the expression: forehead, nose bridge and
 # tip, temples, upper cheekbones, face-oval top half. Mouth, jaw, brows and lids excluded.
-STABLE = np.array([
-    10, 109, 338, 67, 297, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1,  # midline forehead -> nose tip
-    21, 251, 54, 284, 103, 332, 162, 389, 127, 356, 234, 454,  # oval, upper half
-    33, 263, 133, 362, 130, 359,  # eye corners (they do not move when blinking)
-    116, 345, 117, 346, 118, 347, 119, 348, 100, 329, 47, 277,  # cheekbones, nose sides
-    98, 327, 129, 358, 64, 294,  # nostrils
-], dtype=np.int64)
+STABLE = np.array(
+    [
+        10,
+        109,
+        338,
+        67,
+        297,
+        151,
+        9,
+        8,
+        168,
+        6,
+        197,
+        195,
+        5,
+        4,
+        1,  # midline forehead -> nose tip
+        21,
+        251,
+        54,
+        284,
+        103,
+        332,
+        162,
+        389,
+        127,
+        356,
+        234,
+        454,  # oval, upper half
+        33,
+        263,
+        133,
+        362,
+        130,
+        359,  # eye corners (they do not move when blinking)
+        116,
+        345,
+        117,
+        346,
+        118,
+        347,
+        119,
+        348,
+        100,
+        329,
+        47,
+        277,  # cheekbones, nose sides
+        98,
+        327,
+        129,
+        358,
+        64,
+        294,  # nostrils
+    ],
+    dtype=np.int64,
+)
 
 
 def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -45,7 +94,7 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
         d[-1] = -1.0  # a reflection is not a head pose
     rot = u @ np.diag(d) @ vt
-    var = (a ** 2).sum() / len(src)
+    var = (a**2).sum() / len(src)
     s = float((sig * d).sum() / max(var, 1e-12))
     return s, rot, mu_d - s * rot @ mu_s
 

@@ -32,9 +32,46 @@ from models.face import _mediapipe, quiet_native_stderr
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.rig import Rig
 
-FACE_OVAL = np.array([10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-                      377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103,
-                      67, 109])
+FACE_OVAL = np.array(
+    [
+        10,
+        338,
+        297,
+        332,
+        284,
+        251,
+        389,
+        356,
+        454,
+        323,
+        361,
+        288,
+        397,
+        365,
+        379,
+        378,
+        400,
+        377,
+        152,
+        148,
+        176,
+        149,
+        150,
+        136,
+        172,
+        58,
+        132,
+        93,
+        234,
+        127,
+        162,
+        21,
+        54,
+        103,
+        67,
+        109,
+    ]
+)
 # Each ring beyond the oval: (radius factor from the head centre, share of the head's
 # rotation/scale motion, share of its translation).
 RINGS = ((1.2, 1.0, 1.0), (1.45, 0.85, 0.85), (1.75, 0.6, 0.6), (2.4, 0.25, 0.25))
@@ -100,8 +137,7 @@ def _device() -> torch.device:
 class MeshRenderer:
     """Renderer of the `mesh` profile (codec.api.Renderer)."""
 
-    def __init__(self, size: int, device: torch.device | None = None,
-                 segment_background: bool | None = None) -> None:
+    def __init__(self, size: int, device: torch.device | None = None, segment_background: bool | None = None) -> None:
         self.size = size
         self.device = device or _device()
         self.segment_background = SEGMENT_BACKGROUND if segment_background is None else segment_background
@@ -169,9 +205,17 @@ class MeshRenderer:
         m = BORDER_MARGIN * s
         keep = np.all((ring[:, :2] > m) & (ring[:, :2] < s - m), axis=1)
         edge = np.linspace(0, s, BORDER_POINTS + 1)
-        border = np.unique(np.concatenate([
-            np.stack([edge, np.zeros_like(edge)], 1), np.stack([edge, np.full_like(edge, s)], 1),
-            np.stack([np.zeros_like(edge), edge], 1), np.stack([np.full_like(edge, s), edge], 1)]), axis=0)
+        border = np.unique(
+            np.concatenate(
+                [
+                    np.stack([edge, np.zeros_like(edge)], 1),
+                    np.stack([edge, np.full_like(edge, s)], 1),
+                    np.stack([np.zeros_like(edge), edge], 1),
+                    np.stack([np.full_like(edge, s), edge], 1),
+                ]
+            ),
+            axis=0,
+        )
         border3 = np.concatenate([border, np.full((len(border), 1), c[2] + s)], 1)  # farthest of all
         self._ring, self._border = ring[keep], border3
         self._ring_rot, self._ring_trans = ring_rot[keep, None], ring_trans[keep, None]
@@ -236,8 +280,9 @@ class MeshRenderer:
     def _sample(self, src: np.ndarray) -> np.ndarray:
         assert self._key is not None and self._background is not None
         grid = (torch.from_numpy(src).to(self.device) * (2.0 / self.size) - 1.0)[None]
-        warped = torch.nn.functional.grid_sample(self._key, grid, mode="bilinear", padding_mode="border",
-                                                 align_corners=False)[0]
+        warped = torch.nn.functional.grid_sample(
+            self._key, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )[0]
         # The warped person over the still background (where the matte is all 1, just the warp).
         out = torch.lerp(self._background, warped[:3], warped[3:])
         # +0.5 then truncation rounds; uint8 before the permute keeps the copy small.

@@ -38,8 +38,15 @@ class Rig:
         # Residual in the keyframe's frame: undo the pose, compare with the keyframe.
         back = ((lm - self.center - shift) @ rot) / s + self.center
         coeffs_px = self._fit @ (back[:, :2] - self.landmarks[:, :2]).reshape(-1)
-        return FrameParams(yaw, pitch, roll, shift[0] / self.size, shift[1] / self.size, float(np.log(s)),
-                           expression=(coeffs_px / self.size).astype(np.float32))
+        return FrameParams(
+            yaw,
+            pitch,
+            roll,
+            shift[0] / self.size,
+            shift[1] / self.size,
+            float(np.log(s)),
+            expression=(coeffs_px / self.size).astype(np.float32),
+        )
 
     def pose(self, params: FrameParams) -> tuple[float, np.ndarray, np.ndarray]:
         """(s, R, t): moved = s * R @ (p - center) + center + t for any keyframe point p."""
