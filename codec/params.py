@@ -1,86 +1,39 @@
-"""Per-frame motion parameters and their quantization.
+"""Quantization of the per-frame motion parameters.
 
-Every profile describes a frame relative to the current keyframe with the same layout:
-a head pose (rotation, translation, scale) and a profile-specific expression vector.
-Angles are in degrees, lengths in units of the crop width, so the wire format does not
-depend on the codec resolution.
+Every profile describes a frame relative to the current keyframe with the same layout
+(models.types.FrameParams): a head pose (rotation, translation, scale) and a profile-specific
+expression vector. The types and step sizes are defined next to the profiles that produce
+them and re-exported here, so codec callers need one import.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-# Quantization steps. int8 on the wire, so each range is +-127 steps.
-ANGLE_STEP_DEG = 0.5  # +-63.5 deg, beyond what a warp can render anyway
-TRANSLATION_STEP = 1.0 / 512.0  # crop widths; 0.5 px at 256x256, range +-0.25 crop
-LOG_SCALE_STEP = 0.004  # natural log; range x0.60 .. x1.66
-EXPRESSION_STEP = 1.0 / 512.0  # crop widths; 0.5 px at 256x256, range +-0.25 crop
-INT8_MAX = 127
+from models.types import (
+    ANGLE_STEP_DEG,
+    EXPRESSION_STEP,
+    INT8_MAX,
+    LOG_SCALE_STEP,
+    POSE_SIZE,
+    TRANSLATION_STEP,
+    FrameParams,
+    QuantSpec,
+)
 
-POSE_SIZE = 6  # yaw, pitch, roll, tx, ty, log_scale
-
-
-@dataclass(frozen=True)
-class QuantSpec:
-    """Step sizes shared by sender and receiver; sent in the session header."""
-
-    angle_step: float = ANGLE_STEP_DEG
-    """Degrees per step for yaw, pitch and roll."""
-    translation_step: float = TRANSLATION_STEP
-    """Crop widths per step for tx and ty."""
-    log_scale_step: float = LOG_SCALE_STEP
-    """Natural-log units per step for the scale."""
-    expression_step: float = EXPRESSION_STEP
-    """Units per step of each expression coefficient (crop widths for the mesh profile)."""
-
-    def steps(self, n_expr: int) -> np.ndarray:
-        """The step of every value of a packed vector, pose first."""
-        pose = [self.angle_step] * 3 + [self.translation_step] * 2 + [self.log_scale_step]
-        return np.array(pose + [self.expression_step] * n_expr, dtype=np.float64)
-
-    def to_list(self) -> list[float]:
-        return [self.angle_step, self.translation_step, self.log_scale_step, self.expression_step]
-
-    @classmethod
-    def from_list(cls, values: list[float]) -> QuantSpec:
-        if len(values) != 4 or not all(isinstance(v, float | int) and 0 < v < 1e3 for v in values):
-            raise ValueError("quantization steps must be 4 positive numbers")
-        return cls(*(float(v) for v in values))
-
-    def scaled(self, factor: float) -> QuantSpec:
-        """Coarser (factor > 1) or finer steps: the rate knob of the parameter stream."""
-        return QuantSpec(*(v * factor for v in self.to_list()))
-
-
-@dataclass
-class FrameParams:
-    """Motion of one frame relative to the keyframe."""
-
-    yaw: float = 0.0
-    """Head rotation about the vertical axis, degrees."""
-    pitch: float = 0.0
-    """Head rotation about the horizontal axis, degrees."""
-    roll: float = 0.0
-    """Head rotation in the image plane, degrees."""
-    tx: float = 0.0
-    """Horizontal head translation, crop widths."""
-    ty: float = 0.0
-    """Vertical head translation, crop widths."""
-    log_scale: float = 0.0
-    """Natural log of the head's size relative to the keyframe."""
-    expression: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
-    """Profile-specific expression coefficients (the mesh profile: keypoint offsets)."""
-
-    def vector(self) -> np.ndarray:
-        pose = [self.yaw, self.pitch, self.roll, self.tx, self.ty, self.log_scale]
-        return np.concatenate([np.array(pose, dtype=np.float64), np.asarray(self.expression, np.float64)])
-
-    @classmethod
-    def from_vector(cls, v: np.ndarray) -> FrameParams:
-        v = np.asarray(v, dtype=np.float64)
-        return cls(*(float(x) for x in v[:POSE_SIZE]), expression=v[POSE_SIZE:].astype(np.float32))
+__all__ = [
+    "ANGLE_STEP_DEG",
+    "EXPRESSION_STEP",
+    "INT8_MAX",
+    "LOG_SCALE_STEP",
+    "POSE_SIZE",
+    "TRANSLATION_STEP",
+    "FrameParams",
+    "QuantSpec",
+    "dequantize",
+    "in_range",
+    "quantize",
+]
 
 
 def quantize(params: FrameParams, spec: QuantSpec) -> np.ndarray:

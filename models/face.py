@@ -6,15 +6,14 @@ Landmarks are returned in pixel coordinates of the image given, z scaled like x
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
+
+from models.native import quiet_native_stderr
 
 N_LANDMARKS = 468
 CROP_FACE_SCALE = 2.0  # crop side / detected face box side: head, hair and shoulders fit
@@ -23,22 +22,6 @@ MIN_TRACKING_CONFIDENCE = 0.5
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
-@contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Silence what C++ libraries (TFLite, absl, OpenCV videoio) print straight to fd 2 while
-    they start up; our own errors are one line each, not buried under their banners."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _mediapipe() -> Any:  # the mediapipe module

@@ -13,11 +13,11 @@ from importlib import resources
 import cv2
 import numpy as np
 
-from codec.params import FrameParams
 from models.face import FaceMesh
 from models.mesh import expression
 from models.mesh.renderer import MeshRenderer
 from models.mesh.rig import Rig
+from models.types import FrameParams
 
 SAMPLE_FPS = 25.0
 SAMPLE_SECONDS = 8.0

@@ -37,8 +37,8 @@ def _fail(cmd: str, err: BaseException) -> int:
 def run_prepare(args: argparse.Namespace) -> int:
     import av
 
-    from codec.api import NoFaceError
     from models.fv2v.dataset import prepare
+    from models.types import NoFaceError
 
     if args.max_frames is not None and args.max_frames < 2:
         return _fail("prepare", ValueError("--max-frames must be at least 2"))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from codec.api import NoFaceError
+from models.types import NoFaceError
 
 DATASET_FORMAT = "fvcall-fv2v-data/1"
 INDEX = "index.json"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec.api import NoFaceError
-from codec.params import FrameParams
 from models.face import FaceMesh
 from models.mesh import expression
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.rig import Rig
+from models.types import FrameParams, NoFaceError
 
 
 class MeshEstimator:

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from scipy.spatial import Delaunay
 
-from codec.params import FrameParams
-from models.face import _mediapipe, quiet_native_stderr
+from models.face import _mediapipe
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.rig import Rig
+from models.native import quiet_native_stderr
+from models.types import FrameParams
 
 FACE_OVAL = np.array(
     [

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec.params import FrameParams
 from models.mesh import expression
 from models.mesh.pose import STABLE, euler_angles, rotation_matrix, similarity
+from models.types import FrameParams
 
 
 class Rig:
