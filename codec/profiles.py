@@ -1,78 +1,127 @@
-"""Profiles: which estimator and renderer a session uses. Imported lazily: a receiver
-without MediaPipe can still render `mesh`, and torch networks load only for `fv2v`."""
+"""The profile registry: which estimator and renderer a session uses, one entry per profile.
+
+A profile is a folder under models/ with a module that defines the entry points an entry names;
+the module is imported on first use, so torch networks load only for `fv2v` and MediaPipe only
+where a mesh estimator or renderer is built. A new profile is one entry here and one folder.
+
+This module is also the one place where code above the codec (peer/, the `fvcall` command)
+reaches model-side things that are not a profile part: the embedded sample clip, the training
+commands, and the silencer for native libraries' start-up noise. Everything else goes through
+codec.api's Encoder/Decoder.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from codec.api import Estimator, Renderer
+import numpy as np
 
-PROFILES = ("mesh", "fv2v")
+from codec.api import Estimator, Renderer
+from models.native import quiet_native_stderr
+from models.types import ProfileError, QuantSpec
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PROFILES",
+    "Profile",
+    "ProfileError",
+    "add_training_commands",
+    "get",
+    "make_renderer",
+    "quiet_native_stderr",
+    "sample_frames",
+]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One registry entry: where a profile's parts live. Each attribute names a callable of `module`."""
+
+    name: str
+    """Name in the session header and on the command line."""
+    module: str
+    """Module defining the entry points below, imported on first use."""
+    estimator_fn: str
+    """(size, weights, quant) -> Estimator."""
+    renderer_fn: str
+    """(size, weights) -> Renderer."""
+    model_id_fn: str
+    """(weights) -> the header's model id ('' for model-free profiles)."""
+    preload_fn: str
+    """() -> None: loads what a receiver needs before a call arrives (slow imports)."""
+    needs_weights: bool = False
+    """True: both ends must run the same weights (the header's model id is checked)."""
+
+    def _load(self, attr: str) -> Any:
+        try:
+            mod: ModuleType = importlib.import_module(self.module)
+        except ImportError as exc:
+            raise ProfileError(f"profile {self.name!r} is not available in this build: {exc}") from None
+        return getattr(mod, attr)
+
+    def estimator(self, size: int, weights: Path | None = None, quant: QuantSpec | None = None) -> Estimator:
+        """The sender's estimator; values are limited to what `quant` can carry."""
+        return self._load(self.estimator_fn)(size, weights, quant or QuantSpec())
+
+    def renderer(self, size: int, weights: Path | None = None) -> Renderer:
+        return self._load(self.renderer_fn)(size, weights)
+
+    def model_id(self, weights: Path | None = None) -> str:
+        return self._load(self.model_id_fn)(weights)
+
+    def preload(self) -> None:
+        self._load(self.preload_fn)()
+
+
+_REGISTRY = {
+    p.name: p
+    for p in (
+        Profile("mesh", "models.mesh.profile", "make_estimator", "make_renderer", "model_id", "preload"),
+        Profile("fv2v", "models.fv2v.profile", "make_estimator", "make_renderer", "model_id", "preload", True),
+    )
+}
+PROFILES = tuple(_REGISTRY)
 DEFAULT_PROFILE = "mesh"
 
 
-class ProfileError(RuntimeError):
-    """A profile that cannot run here (unknown, or its weights are missing)."""
-
-
-def _check(name: str) -> None:
-    if name not in PROFILES:
-        raise ProfileError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})")
-
-
-def make_estimator(name: str, size: int, weights: Path | None = None) -> Estimator:
-    _check(name)
-    if name == "mesh":
-        from models.mesh.estimator import MeshEstimator
-
-        return MeshEstimator(size)
-    return _fv2v_checked(_fv2v().Fv2vEstimator(weights), size)
+def get(name: str) -> Profile:
+    """The registry entry; ProfileError for an unknown name."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ProfileError(f"unknown profile {name!r} (known: {', '.join(PROFILES)})") from None
 
 
 def make_renderer(name: str, size: int, weights: Path | None = None, model: str = "") -> Renderer:
     """The receiver's renderer; `model` is what the caller's header says it runs ('' = no check)."""
-    _check(name)
+    profile = get(name)
     if model:
-        have = model_id(name, weights) if weights is not None or name == "mesh" else "no weights"
+        have = profile.model_id(weights) if weights is not None or not profile.needs_weights else "no weights"
         if have != model:
             raise ProfileError(
                 f"the caller uses {name} model {model}, this receiver has {have or 'none'}: "
                 "pass --weights with the caller's weights"
             )
-    if name == "mesh":
-        from models.mesh.renderer import MeshRenderer
-
-        return MeshRenderer(size)
-    return _fv2v_checked(_fv2v().Fv2vRenderer(weights), size)
+    return profile.renderer(size, weights)
 
 
-def preload(name: str) -> None:
-    """Load what the receiver of this profile needs before a call arrives (slow imports)."""
-    _check(name)
-    if name == "mesh":
-        from models.mesh.renderer import preload as mesh_preload
+def sample_frames(seconds: float) -> tuple[Iterator[np.ndarray], float]:
+    """The embedded sample clip (a synthetic talking head) and its frame rate."""
+    from models import sample  # renders with the mesh profile: loaded only when asked for
 
-        mesh_preload()
+    return sample.frames(seconds), sample.SAMPLE_FPS
 
 
-def model_id(name: str, weights: Path | None = None) -> str:
-    """What the session header says about the weights ('' for model-free profiles)."""
-    _check(name)
-    return "" if name == "mesh" else _fv2v().model_id(weights)
-
-
-def _fv2v_checked(part: Any, size: int) -> Any:
-    """The weights fix the resolution: refuse a session whose size they were not trained for."""
-    trained = part.model.cfg.image_size
-    if trained != size:
-        raise ProfileError(f"fv2v weights are for {trained}x{trained}, the call is {size}x{size}: use --size {trained}")
-    return part
-
-
-def _fv2v():
+def add_training_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the neural profile's `prepare` and `train` subcommands, where this build has it."""
     try:
-        from models.fv2v import profile
-    except ImportError as exc:
-        raise ProfileError(f"profile 'fv2v' is not available in this build: {exc}") from None
-    return profile
+        from models.fv2v import cli as fv2v_cli
+    except ImportError:
+        return  # a build without the neural profile
+    fv2v_cli.add_commands(subparsers)

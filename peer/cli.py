@@ -10,10 +10,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from codec import keyframe
+from codec import keyframe, profiles
 from codec.encoder import DEFAULT_SIZE
 from codec.params import QuantSpec
-from codec.profiles import DEFAULT_PROFILE, PROFILES, ProfileError, preload
+from codec.profiles import DEFAULT_PROFILE, PROFILES, ProfileError
 from peer import signaling
 from peer.sinks import SinkError, VideoFileSink, WindowSink
 from peer.sources import SourceError
@@ -97,12 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--weights", type=Path, help="fv2v weights (safetensors)")
     demo.add_argument("--quiet", action="store_true", help="no status line")
 
-    try:
-        from models.fv2v import cli as fv2v_cli
-    except ImportError:
-        pass  # a build without the neural profile
-    else:
-        fv2v_cli.add_commands(sub)
+    profiles.add_training_commands(sub)
     return parser
 
 
@@ -165,7 +160,7 @@ def cmd_recv(a: argparse.Namespace) -> int:
         not a.quiet,
         view=view,
     )
-    preload(DEFAULT_PROFILE)
+    profiles.get(DEFAULT_PROFILE).preload()
     try:
         _run(serve(opts, sinks))
     finally:

@@ -8,7 +8,7 @@ import av
 import cv2
 import numpy as np
 
-from models.face import quiet_native_stderr
+from codec.profiles import quiet_native_stderr
 
 DEFAULT_CAMERA_FPS = 25.0
 MAX_SOURCE_SIDE = 4096  # larger frames are refused: nobody's webcam, likely a hostile file

@@ -1,10 +1,11 @@
 """The fv2v codec profile: Estimator (H, Δ at the sender) and Renderer (F, L, H, Δ per keyframe, then
 M, G per frame at the receiver) on top of model.py.
 
-Wire mapping (codec.params.FrameParams): yaw, pitch, roll = H's absolute angles in degrees; tx, ty = H's
+Wire mapping (models.types.FrameParams): yaw, pitch, roll = H's absolute angles in degrees; tx, ty = H's
 translation in crop widths (normalized [-1, 1] coordinates x 0.5); log_scale = 0; expression = the K x 3
 deformations δ in crop widths, with H's depth translation t_z folded into every δ's z (exact, since
-x = R x_c + t + δ). Values are clipped to what the int8 quantizer can carry.
+x = R x_c + t + δ). Values are clipped to what the int8 quantizer of the session's QuantSpec can carry
+(a coarser --quant-scale carries larger values).
 """
 
 from __future__ import annotations
@@ -14,22 +15,49 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from codec.params import ANGLE_STEP_DEG, EXPRESSION_STEP, INT8_MAX, TRANSLATION_STEP, FrameParams
 from models.fv2v import weights as W
 from models.fv2v.model import KeyframeCache, Runtime
 from models.fv2v.transform import CROP_WIDTHS_PER_UNIT
 from models.fv2v.weights import MissingWeightsError
+from models.types import INT8_MAX, FrameParams, ProfileError, QuantSpec
 
-MAX_ANGLE_DEG = ANGLE_STEP_DEG * INT8_MAX
-MAX_TRANSLATION = TRANSLATION_STEP * INT8_MAX  # crop widths
-MAX_EXPRESSION = EXPRESSION_STEP * INT8_MAX  # crop widths
-
-__all__ = ["Fv2vEstimator", "Fv2vRenderer", "MissingWeightsError", "model_id"]
+__all__ = [
+    "Fv2vEstimator",
+    "Fv2vRenderer",
+    "MissingWeightsError",
+    "make_estimator",
+    "make_renderer",
+    "model_id",
+    "preload",
+]
 
 
 def model_id(weights_path: str | Path | None) -> str:
     """Id of the weights for the session header: both ends must run the same network."""
     return W.model_id(weights_path)
+
+
+def preload() -> None:
+    """Nothing to load before a call: the weights come with the caller's header."""
+
+
+def _check_size(part: Fv2vEstimator | Fv2vRenderer, size: int) -> None:
+    """The weights fix the resolution: refuse a session whose size they were not trained for."""
+    trained = part.model.cfg.image_size
+    if trained != size:
+        raise ProfileError(f"fv2v weights are for {trained}x{trained}, the call is {size}x{size}: use --size {trained}")
+
+
+def make_estimator(size: int, weights: Path | None, quant: QuantSpec) -> Fv2vEstimator:
+    est = Fv2vEstimator(weights, quant=quant)
+    _check_size(est, size)
+    return est
+
+
+def make_renderer(size: int, weights: Path | None) -> Fv2vRenderer:
+    ren = Fv2vRenderer(weights)
+    _check_size(ren, size)
+    return ren
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -40,9 +68,13 @@ def _check_image(image: np.ndarray) -> None:
 class Fv2vEstimator:
     """Sender: face crop -> FrameParams with H's pose and Δ's deformations."""
 
-    def __init__(self, weights: str | Path | None, runtime: Runtime | None = None) -> None:
+    def __init__(
+        self, weights: str | Path | None, runtime: Runtime | None = None, quant: QuantSpec | None = None
+    ) -> None:
         self.model = W.load(weights, runtime=runtime)
         self.n_expr = 3 * self.model.cfg.num_kp
+        self.quant = quant or QuantSpec()
+        """The session's steps: what the int8 quantizer can carry bounds the values."""
 
     def set_keyframe(self, image: np.ndarray) -> bytes:
         """fv2v sends no profile data: the receiver runs F, L, H, Δ on the decoded keyframe itself."""
@@ -57,9 +89,11 @@ class Fv2vEstimator:
             return None
         delta = delta.copy()
         delta[:, 2] += t[2]  # t_z folded into the deformations: the wire has no depth translation
-        angles = np.clip(angles, -MAX_ANGLE_DEG, MAX_ANGLE_DEG)
-        txy = np.clip(t[:2] * CROP_WIDTHS_PER_UNIT, -MAX_TRANSLATION, MAX_TRANSLATION)
-        expr = np.clip(delta.reshape(-1) * CROP_WIDTHS_PER_UNIT, -MAX_EXPRESSION, MAX_EXPRESSION)
+        q = self.quant
+        max_angle, max_t, max_expr = (step * INT8_MAX for step in (q.angle_step, q.translation_step, q.expression_step))
+        angles = np.clip(angles, -max_angle, max_angle)
+        txy = np.clip(t[:2] * CROP_WIDTHS_PER_UNIT, -max_t, max_t)
+        expr = np.clip(delta.reshape(-1) * CROP_WIDTHS_PER_UNIT, -max_expr, max_expr)
         return FrameParams(
             yaw=float(angles[0]),
             pitch=float(angles[1]),
@@ -69,6 +103,9 @@ class Fv2vEstimator:
             log_scale=0.0,
             expression=expr.astype(np.float32),
         )
+
+    def close(self) -> None:
+        """Nothing native to release: the networks go with the object."""
 
 
 class Fv2vRenderer:
