@@ -10,57 +10,18 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from codec import keyframe, wire
+from codec import keyframe, profiles, wire
 from codec.api import Decoder, Packet, Renderer
-from codec.encoder import append_capped, unpack_keyframe
 from codec.params import POSE_SIZE, QuantSpec, dequantize
-from codec.profiles import make_renderer
-from codec.rate import RateMeter
+from codec.stats import DecoderStats, append_capped
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5  # ask again this often while no usable keyframe arrives
 NO_FACE_DIM = 0.6  # brightness of the held frame while the sender sees no face
 NO_FACE_FADE_S = 1.0  # seconds to fade to NO_FACE_DIM
-
-
-@dataclass
-class DecoderStats:
-    """What the decoder saw."""
-
-    packets: int = 0
-    """Messages received, valid or not."""
-    bad_packets: int = 0
-    """Messages rejected by the wire format (oversize ones included)."""
-    oversize: int = 0
-    """Messages above wire.MAX_MESSAGE_BYTES, dropped unread."""
-    params: int = 0
-    """Valid PARAMS packets."""
-    stale: int = 0
-    """PARAMS older than (or equal to) one already held: reordered or duplicated."""
-    superseded: int = 0
-    """PARAMS replaced by a newer one before they were rendered (newest wins)."""
-    no_keyframe: int = 0
-    """PARAMS for a keyframe the receiver does not have."""
-    expected: int = 0
-    """PARAMS the sender sent so far, judged from the sequence numbers seen."""
-    rendered: int = 0
-    """Frames rendered."""
-    keyframes: int = 0
-    """Keyframes applied."""
-    keyframe_requests: int = 0
-    """Keyframe requests sent."""
-    rate: RateMeter = field(default_factory=RateMeter)
-    """Bytes received."""
-    render_ms: list[float] = field(default_factory=list)
-    """Per-frame render time (the last MAX_TIMING_SAMPLES or fewer)."""
-    latency_ms: list[float] = field(default_factory=list)
-    """Capture-to-render time (valid where sender and receiver clocks agree; recent samples only)."""
-    last_error: str = ""
-    """The last rejected packet's reason."""
 
 
 def seq_newer(a: int, b: int) -> bool:
@@ -74,13 +35,18 @@ def kf_older(a: int, b: int) -> bool:
 
 
 class FaceDecoder(Decoder):
+    """Renders the newest parameters against the newest complete keyframe, with the renderer
+    the caller's header asks for."""
+
     def __init__(
         self,
         weights: Path | None = None,
         renderer_factory: Callable[[wire.Header], Renderer] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._factory = renderer_factory or (lambda h: make_renderer(h.profile, h.size, weights, h.model))
+        """`renderer_factory` replaces the profile registry (tests); `clock` gives seconds for rate
+        limits and fades (a fake one makes in-memory runs reproducible)."""
+        self._factory = renderer_factory or (lambda h: profiles.make_renderer(h.profile, h.size, weights, h.model))
         self._clock = clock
         self.stats = DecoderStats()
         self.header: wire.Header | None = None
@@ -148,10 +114,10 @@ class FaceDecoder(Decoder):
         try:
             renderer = self._factory(h)
         except Exception as exc:  # profile code: whatever stops it from building means this call cannot render
-            self.error = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+            reason = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
             self.stats.bad_packets += 1
-            self.stats.last_error = self.error
-            return [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
+            self.stats.last_error = reason
+            return self.fail(reason)
         self.error = None
         with self._lock:
             self.header, self.renderer, self._quant = h, renderer, QuantSpec.from_list(h.steps)
@@ -166,14 +132,14 @@ class FaceDecoder(Decoder):
         if payload is None:
             return []
         try:
-            h264, aux = unpack_keyframe(payload)
-            image = keyframe.decode(h264, self.header.size)
+            kf = wire.unpack_keyframe(payload)
+            image = keyframe.decode(kf.h264, self.header.size)
         except (wire.WireError, keyframe.KeyframeError) as exc:
             self.stats.bad_packets += 1
             self.stats.last_error = str(exc)
             return self._request_keyframe(force=True)
         with self._lock:
-            self._pending_kf = (chunk.kf_id, image, aux)
+            self._pending_kf = (chunk.kf_id, image, kf.aux)
         return [Packet(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_ACK, chunk.kf_id)), True)]
 
     def _on_params(self, p: wire.Params) -> list[Packet]:
@@ -222,25 +188,21 @@ class FaceDecoder(Decoder):
         return [Packet(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, have)), True)]
 
     def poll(self) -> list[Packet]:
-        """Call now and then: asks again for a keyframe while none is usable."""
         if self.header is not None and self.kf_id is None and self._pending_kf is None:
             return self._request_keyframe()
         return []
 
     # -- render side --------------------------------------------------------------------
     def set_view(self, yaw: float, pitch: float, roll: float) -> None:
-        """Change the free view; the next render() redraws the newest parameters with it."""
         with self._lock:
             self.view = (yaw, pitch, roll)
             if self._latest is not None:
                 self._latest_rendered = False
 
     def pending(self) -> bool:
-        """True when render() would show something new."""
         return self._pending_kf is not None or not self._latest_rendered
 
     def fading(self) -> bool:
-        """True while the no-face fade is under way: render() now and then to animate it."""
         p, since = self._latest, self._no_face_since
         no_face = self.face_lost or (p is not None and bool(p.flags & wire.Flags.NO_FACE))
         return no_face and since is not None and self._clock() - since < NO_FACE_FADE_S
@@ -248,6 +210,10 @@ class FaceDecoder(Decoder):
     @property
     def latest_capture_ms(self) -> int | None:
         return None if self._latest is None else self._latest.capture_ms
+
+    def fail(self, reason: str) -> list[Packet]:
+        self.error = reason
+        return [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
 
     def render(self) -> np.ndarray | None:
         with self._lock:

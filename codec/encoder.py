@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgpack
 import numpy as np
 
-from codec import keyframe, wire
+from codec import keyframe, profiles, wire
 from codec.api import Encoder, Estimator, NoFaceError, Packet
 from codec.params import FrameParams, QuantSpec, in_range, quantize
-from codec.profiles import DEFAULT_PROFILE, make_estimator, model_id
-from codec.rate import RateMeter
+from codec.stats import EncoderStats, append_capped
 from models.face import CropBox, FaceDetector, crop
 
 DEFAULT_SIZE = 256
@@ -24,50 +21,6 @@ MAX_DRIFT = 0.18  # head centre moved this share of the crop: re-centre with a n
 MAX_LOG_SCALE = 0.25  # head grew or shrank by ~28%: re-crop
 KEYFRAME_MIN_INTERVAL_S = 0.5  # rate limit for requests and automatic refreshes
 FACE_BACK_FRAMES = 3  # a face must be seen this many frames in a row before a new keyframe
-MAX_TIMING_SAMPLES = 10_000  # per-frame timings kept (~7 min at 25 fps); then the older half goes
-
-
-def append_capped(samples: list[float], value: float, cap: int = MAX_TIMING_SAMPLES) -> None:
-    """Append, keeping at most `cap` recent samples: a call may last hours."""
-    samples.append(value)
-    if len(samples) > cap:
-        del samples[: len(samples) - cap // 2]
-
-
-@dataclass
-class EncoderStats:
-    """What the encoder did so far."""
-
-    frames: int = 0
-    """Frames given to encode()."""
-    params_sent: int = 0
-    """PARAMS packets with a face."""
-    no_face_frames: int = 0
-    """Frames without a usable face."""
-    keyframes: int = 0
-    """Keyframes sent."""
-    held_frames: int = 0
-    """Frames not sent because the warp could not show them (turned too far, values out of range):
-    the receiver holds its last frame until the refreshed keyframe arrives."""
-    rate: RateMeter = field(default_factory=RateMeter)
-    """Bytes emitted."""
-    estimate_ms: list[float] = field(default_factory=list)
-    """Per-frame estimator time (crop + landmarks + fit; recent samples only)."""
-
-
-def pack_keyframe(h264: bytes, aux: bytes, box: CropBox) -> bytes:
-    return msgpack.packb({"h264": h264, "aux": aux, "box": box.to_list()}, use_bin_type=True)
-
-
-def unpack_keyframe(payload: bytes) -> tuple[bytes, bytes]:
-    """(h264, aux); raises wire.WireError when the payload is not a keyframe message."""
-    try:
-        m = msgpack.unpackb(payload, raw=False, max_bin_len=len(payload), max_map_len=8, max_array_len=8)
-    except Exception:
-        raise wire.WireError("malformed keyframe: not msgpack") from None
-    if not isinstance(m, dict) or not isinstance(m.get("h264"), bytes) or not isinstance(m.get("aux", b""), bytes):
-        raise wire.WireError("malformed keyframe: missing picture")
-    return m["h264"], m.get("aux", b"")
 
 
 class FaceEncoder(Encoder):
@@ -75,24 +28,26 @@ class FaceEncoder(Encoder):
 
     def __init__(
         self,
-        profile: str = DEFAULT_PROFILE,
+        profile: str = profiles.DEFAULT_PROFILE,
         size: int = DEFAULT_SIZE,
         fps: float = DEFAULT_FPS,
         keyframe_crf: int = keyframe.DEFAULT_CRF,
         quant: QuantSpec | None = None,
         weights: Path | None = None,
         estimator: Estimator | None = None,
+        epoch_ms: int | None = None,
     ) -> None:
+        """`estimator` replaces the profile's own (tests, cached benchmark passes); `epoch_ms` is the
+        wall clock at capture_ms = 0 (default: now; see set_epoch)."""
         self.profile, self.size, self.fps = profile, size, fps
         self.keyframe_crf = keyframe_crf
         self.quant = quant or QuantSpec()
-        self.estimator = estimator or make_estimator(profile, size, weights)
-        self.model = model_id(profile, weights)
+        self.estimator = estimator or profiles.get(profile).estimator(size, weights, self.quant)
+        self.model = profiles.get(profile).model_id(weights)
         self.detector = FaceDetector()
         self.stats = EncoderStats()
         self.box: CropBox | None = None
         self.kf_id = -1
-        self.acked_kf = -1
         self.events: list[str] = []
         """Human-readable events since the caller last cleared the list (face lost, keyframe...)."""
         self._header_sent = False
@@ -102,9 +57,11 @@ class FaceEncoder(Encoder):
         self._face_run = 0
         self._last_kf_time = -1e9
         self._seq = 0
-        self.epoch_ms = int(time.time() * 1000)
+        self.epoch_ms = int(time.time() * 1000) if epoch_ms is None else epoch_ms
         self.last_crop: np.ndarray | None = None
-        """The crop of the last encoded frame (what the receiver should show)."""
+
+    def set_epoch(self, epoch_ms: int) -> None:
+        self.epoch_ms = epoch_ms
 
     def header(self) -> wire.Header:
         return wire.Header(
@@ -118,7 +75,6 @@ class FaceEncoder(Encoder):
 
     @property
     def face_lost(self) -> bool:
-        """True while the encoder sees no usable face (what Control.FACE_LOST announces)."""
         return self._face_lost
 
     def request_keyframe(self, recenter: bool = False) -> None:
@@ -126,7 +82,6 @@ class FaceEncoder(Encoder):
         self._recenter = self._recenter or recenter
 
     def restart(self) -> None:
-        """A new receiver (or a new connection): header and keyframe again."""
         self._header_sent = False
         self._last_kf_time = -1e9
         self.request_keyframe()
@@ -186,7 +141,7 @@ class FaceEncoder(Encoder):
         self._face_run = 0
         self.stats.keyframes += 1
         self.events.append(f"keyframe {self.kf_id}: {len(h264)} bytes")
-        chunks = wire.split_keyframe(self.kf_id, pack_keyframe(h264, aux, self.box or CropBox(0, 0, 0)))
+        chunks = wire.split_keyframe(self.kf_id, wire.pack_keyframe(wire.Keyframe(h264, aux)))
         return back + [self._emit(c, reliable=True, keyframe_msg=True) for c in chunks]
 
     def _face_back(self) -> Packet:
@@ -220,20 +175,15 @@ class FaceEncoder(Encoder):
 
     def receive(self, data: bytes) -> list[Packet]:
         msg = wire.decode(data)
-        if isinstance(msg, wire.ControlMessage):
-            if msg.code == wire.Control.KEYFRAME_REQUEST:
-                # Answered at the next frame, at most one keyframe per KEYFRAME_MIN_INTERVAL_S (a
-                # request cannot make us flood the link). A receiver with no keyframe at all (-1)
-                # may have restarted without the session header: send that again too.
-                if msg.arg < 0:
-                    self._header_sent = False
-                self.request_keyframe()
-            elif msg.code == wire.Control.KEYFRAME_ACK:
-                self.acked_kf = msg.arg
-        return []
+        if isinstance(msg, wire.ControlMessage) and msg.code == wire.Control.KEYFRAME_REQUEST:
+            # Answered at the next frame, at most one keyframe per KEYFRAME_MIN_INTERVAL_S (a
+            # request cannot make us flood the link). A receiver with no keyframe at all (-1)
+            # may have restarted without the session header: send that again too.
+            if msg.arg < 0:
+                self._header_sent = False
+            self.request_keyframe()
+        return []  # KEYFRAME_ACK needs no action: every PARAMS packet is absolute
 
     def close(self) -> None:
         self.detector.close()
-        close = getattr(self.estimator, "close", None)
-        if close:
-            close()
+        self.estimator.close()

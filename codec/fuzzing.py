@@ -1,5 +1,6 @@
-"""A decoder session to fuzz: a renderer that checks its inputs and draws nothing, and the valid
-messages that set the session up (the seed corpus of tests/test_fuzz.py and benchmarks/fuzz.py)."""
+"""Fuzzing the receiver: a decoder session with a renderer that checks its inputs and draws nothing,
+the valid messages that set it up (the seed corpus), and the byte mutator; shared by
+tests/test_fuzz.py and benchmarks/fuzz.py."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import numpy as np
 
 from codec import keyframe, wire
 from codec.decoder import FaceDecoder
-from codec.encoder import pack_keyframe
 from codec.params import POSE_SIZE, FrameParams, QuantSpec
-from models.face import CropBox
 
 SIZE = 32  # codec resolution of the fuzzed session: small keeps keyframe decodes cheap
 N_EXPR = 2
+MAX_MUTATIONS = 4  # edits per mutated message
+INTERESTING = [0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x13, 0x11, 0x12, 0x14]
 
 
 class NullRenderer:
@@ -39,7 +40,7 @@ def fuzz_session(face_lost: bool = False) -> tuple[FaceDecoder, list[bytes]]:
     (ending with a FACE_LOST control message when face_lost)."""
     dec = FaceDecoder(renderer_factory=null_renderer)
     image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    kf = pack_keyframe(keyframe.encode(image), b"", CropBox(0, 0, SIZE))
+    kf = wire.pack_keyframe(wire.Keyframe(keyframe.encode(image)))
     msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, N_EXPR, QuantSpec().to_list()))]
     msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
     msgs += [wire.encode(wire.Params(1, 40, 0, wire.Flags.NONE, np.zeros(POSE_SIZE + N_EXPR, np.int8)))]
@@ -49,3 +50,28 @@ def fuzz_session(face_lost: bool = False) -> tuple[FaceDecoder, list[bytes]]:
         dec.receive(m)
     dec.render()
     return dec, msgs
+
+
+def mutate(rng: np.random.Generator, data: bytes, corpus: list[bytes], max_ops: int = MAX_MUTATIONS) -> bytes:
+    """`data` with 1..max_ops random byte-level edits: bit flips, interesting bytes, inserts, deletes,
+    truncation, splices with another corpus message, and huge msgpack length fields."""
+    b = bytearray(data)
+    for _ in range(int(rng.integers(1, max_ops + 1))):
+        op = int(rng.integers(0, 7))
+        pos = int(rng.integers(0, len(b) + 1))
+        if op == 0 and b:  # flip a bit
+            b[pos % len(b)] ^= 1 << int(rng.integers(0, 8))
+        elif op == 1 and b:  # a byte that means something to msgpack or to our type tags
+            b[pos % len(b)] = int(rng.choice(INTERESTING))
+        elif op == 2:
+            b[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
+        elif op == 3 and b:
+            del b[pos : pos + int(rng.integers(1, 9))]
+        elif op == 4:
+            b = b[:pos]
+        elif op == 5:  # splice with another message
+            other = corpus[int(rng.integers(0, len(corpus)))]
+            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)) :]
+        else:  # a huge length field (bin32)
+            b[pos:pos] = bytes([0xC6]) + int(rng.integers(0, 2**32)).to_bytes(4, "big")
+    return bytes(b)

@@ -2,6 +2,7 @@
 
     HEADER     [tv, {profile, size, fps, n_expr, steps, model}]   reliable channel
     KEYFRAME   [tv, kf_id, index, count, chunk]                   reliable channel
+               chunks of a keyframe message {h264, aux} (Keyframe, pack_keyframe)
     PARAMS     [tv, seq, capture_ms, kf_id, flags, int8 values]   unordered, no retransmits
     CONTROL    [tv, code, arg]                                    reliable channel
 
@@ -115,6 +116,33 @@ class ControlMessage:
 
 
 Message = Header | KeyframeChunk | Params | ControlMessage
+
+
+@dataclass(frozen=True)
+class Keyframe:
+    """The keyframe message, carried in KeyframeChunks: msgpack map {"h264": bytes, "aux": bytes}."""
+
+    h264: bytes
+    """One H.264 IDR picture of the face crop, Annex B (codec.keyframe)."""
+    aux: bytes = b""
+    """The sender's profile data for this keyframe (Estimator.set_keyframe; b'' when none)."""
+
+
+def pack_keyframe(kf: Keyframe) -> bytes:
+    """The keyframe message's bytes, before split_keyframe()."""
+    return msgpack.packb({"h264": kf.h264, "aux": kf.aux}, use_bin_type=True)
+
+
+def unpack_keyframe(payload: bytes) -> Keyframe:
+    """Parse an assembled keyframe message; raises WireError when it is not one. Unknown keys are
+    ignored (a newer sender may add some)."""
+    try:
+        m = msgpack.unpackb(payload, raw=False, max_bin_len=len(payload), max_map_len=8, max_array_len=8)
+    except Exception:  # msgpack raises several unrelated types for bad input
+        raise WireError("malformed keyframe: not msgpack") from None
+    if not isinstance(m, dict) or not isinstance(m.get("h264"), bytes) or not isinstance(m.get("aux", b""), bytes):
+        raise WireError("malformed keyframe: missing picture")
+    return Keyframe(m["h264"], m.get("aux", b""))
 
 
 def _tv(kind: Kind) -> int:

@@ -123,8 +123,7 @@ class Call:
         try:
             return self.decoder.receive(data)
         except (ProfileError, RuntimeError) as exc:  # the decoder reports these itself; belt and braces
-            self.decoder.error = str(exc)
-            return [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
+            return self.decoder.fail(str(exc))
 
     def _after(self, replies: list[Packet]) -> None:
         for p in replies:

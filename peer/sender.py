@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codec import wire
-from codec.encoder import FaceEncoder
+from codec.api import Encoder
 from peer import signaling
 from peer.connection import KEEPALIVE_S, PEER_SILENCE_S, Connection, is_loopback, use_loopback_candidates
 from peer.sources import FrameSource
@@ -79,7 +79,7 @@ async def _establish(opts: SendOptions, on_ctrl: Callable[[bytes], None]) -> Con
     return conn
 
 
-async def _keepalive(holder: list[Connection], encoder: FaceEncoder) -> None:
+async def _keepalive(holder: list[Connection], encoder: Encoder) -> None:
     """Tell the receiver we are alive when the encoder has nothing to send (no face, no keyframe yet).
 
     FACE_LOST repeats the current face state, which is what an idle sender has to say."""
@@ -92,7 +92,7 @@ async def _keepalive(holder: list[Connection], encoder: FaceEncoder) -> None:
 
 async def run_sender(
     source: FrameSource,
-    encoder: FaceEncoder,
+    encoder: Encoder,
     opts: SendOptions,
     on_frame: Callable[[int, np.ndarray | None], None] | None = None,
     on_connection: Callable[[Connection], None] | None = None,
@@ -129,7 +129,7 @@ async def run_sender(
     reconnect_s: list[float] = []
     status.message(f"connected to {opts.peer}")
     t0 = time.monotonic()
-    encoder.epoch_ms = int(time.time() * 1000)  # capture_ms counts from here: latency needs both ends
+    encoder.set_epoch(int(time.time() * 1000))  # capture_ms counts from here: latency needs both ends
     frames_sent = 0
     period = 1.0 / source.fps
     next_t = t0
@@ -182,7 +182,7 @@ async def run_sender(
     return summary
 
 
-def _extra(encoder: FaceEncoder) -> str:
+def _extra(encoder: Encoder) -> str:
     ms = encoder.stats.estimate_ms[-25:]
     return f" | estimate {np.median(ms):5.1f} ms" if ms else ""
 
@@ -195,7 +195,7 @@ async def _flush(conn: Connection) -> None:
 
 
 async def _reconnect(
-    old: Connection, opts: SendOptions, on_ctrl: Callable[[bytes], None], encoder: FaceEncoder, status: StatusLine
+    old: Connection, opts: SendOptions, on_ctrl: Callable[[bytes], None], encoder: Encoder, status: StatusLine
 ) -> Connection:
     """A new peer connection after a drop; retries (busy receiver, receiver restarting) for a while."""
     status.message(f"connection lost ({old.drop_reason or 'closed'}): calling again")

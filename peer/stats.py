@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from codec.decoder import DecoderStats
-from codec.encoder import EncoderStats
 from codec.rate import RateMeter
+from codec.stats import DecoderStats, EncoderStats
 
 STATUS_INTERVAL_S = 1.0
 

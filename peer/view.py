@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codec.decoder import FaceDecoder
+from codec.api import Decoder
 
 STEP_DEG = 5.0  # one key press
 MAX_DEG = 45.0
@@ -23,9 +23,9 @@ class FreeView:
     """Added head pitch, degrees."""
     roll: float = 0.0
     """Added head roll, degrees."""
-    _decoder: FaceDecoder | None = None
+    _decoder: Decoder | None = None
 
-    def attach(self, decoder: FaceDecoder) -> None:
+    def attach(self, decoder: Decoder) -> None:
         self._decoder = decoder
         self._push()
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from conftest import read_frames
 
-from codec import keyframe, loopback, wire
+from codec import driver, keyframe, wire
 from codec.decoder import FaceDecoder
-from codec.encoder import FaceEncoder, pack_keyframe
+from codec.encoder import FaceEncoder
+from codec.metrics import psnr
 from codec.params import FrameParams, QuantSpec, dequantize
-from models.face import CropBox
 
 SIZE = 64
 
@@ -36,7 +36,7 @@ def _session(n_expr: int = 2) -> tuple[FaceDecoder, RecordingRenderer, list[byte
     renderer = RecordingRenderer()
     dec = FaceDecoder(renderer_factory=lambda h: renderer)
     img = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    kf = pack_keyframe(keyframe.encode(img), b"aux", CropBox(0, 0, SIZE))
+    kf = wire.pack_keyframe(wire.Keyframe(keyframe.encode(img), b"aux"))
     msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, n_expr, QuantSpec().to_list()))]
     msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
     return dec, renderer, msgs
@@ -124,25 +124,21 @@ def test_wrong_value_count_and_garbage_never_raise() -> None:
 def test_corrupt_keyframe_is_rejected_and_requested_again() -> None:
     dec, _, msgs = _session()
     dec.receive(msgs[0])
-    bad = pack_keyframe(b"\x00\x00\x00\x01garbage", b"", CropBox(0, 0, SIZE))
+    bad = wire.pack_keyframe(wire.Keyframe(b"\x00\x00\x00\x01garbage"))
     replies = [r for c in wire.split_keyframe(0, bad) for r in dec.receive(wire.encode(c))]
     assert [wire.decode(r.data).code for r in replies] == [wire.Control.KEYFRAME_REQUEST]
     assert dec.stats.bad_packets == 1 and "keyframe does not decode" in dec.stats.last_error
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / max(np.mean((a.astype(float) - b) ** 2), 1e-10)))
-
-
 def test_real_clip_in_memory_small_packets() -> None:
     frames = read_frames("DPE/s.mp4", 40)
     enc, dec = FaceEncoder(fps=25), FaceDecoder()
-    out = list(loopback.run(frames, enc, dec, 25))
+    out = list(driver.run(frames, enc, dec, 25))
     assert enc.stats.keyframes == 1 and dec.stats.rendered == 40
-    params_bytes = [o.payload_bytes for o in out[1:]]
+    params_bytes = [o.sent_bytes for o in out[1:]]
     assert max(params_bytes) < 40
     assert all(o.output is not None and o.output.shape == (256, 256, 3) for o in out)
-    assert _psnr(out[-1].output, enc.last_crop) > 20
+    assert psnr(out[-1].output, enc.last_crop) > 20
     enc.close()
 
 
@@ -153,7 +149,7 @@ def test_stretch_without_face_is_reported_and_call_continues() -> None:
     enc, dec = FaceEncoder(fps=25), FaceDecoder()
     events: list[str] = []
     rendered_before = 0
-    for r in loopback.run(frames, enc, dec, 25):
+    for r in driver.run(frames, enc, dec, 25):
         events += enc.events
         enc.events.clear()
         if r.index == 11:
@@ -173,7 +169,7 @@ def test_keyframe_has_no_sei_and_keeps_quality() -> None:
     data = keyframe.encode(image)
     nal_types = [data[i + 3] & 0x1F for i in range(len(data) - 3) if data[i : i + 3] == b"\x00\x00\x01"]
     assert keyframe.NAL_SEI not in nal_types and 7 in nal_types and 5 in nal_types  # SPS and IDR kept
-    assert _psnr(keyframe.decode(data, 256), image) > 30
+    assert psnr(keyframe.decode(data, 256), image) > 30
     with pytest.raises(keyframe.KeyframeError, match=r"^keyframe is 256x256, expected 128x128$"):
         keyframe.decode(data, 128)
 

@@ -1,0 +1,73 @@
+"""What the encoder and the decoder count: the statistics of the Encoder/Decoder contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from codec.rate import RateMeter
+
+MAX_TIMING_SAMPLES = 10_000  # per-frame timings kept (~7 min at 25 fps); then the older half goes
+
+
+def append_capped(samples: list[float], value: float, cap: int = MAX_TIMING_SAMPLES) -> None:
+    """Append, keeping at most `cap` recent samples: a call may last hours."""
+    samples.append(value)
+    if len(samples) > cap:
+        del samples[: len(samples) - cap // 2]
+
+
+@dataclass
+class EncoderStats:
+    """What the encoder did so far."""
+
+    frames: int = 0
+    """Frames given to encode()."""
+    params_sent: int = 0
+    """PARAMS packets with a face."""
+    no_face_frames: int = 0
+    """Frames without a usable face."""
+    keyframes: int = 0
+    """Keyframes sent."""
+    held_frames: int = 0
+    """Frames not sent because the warp could not show them (turned too far, values out of range):
+    the receiver holds its last frame until the refreshed keyframe arrives."""
+    rate: RateMeter = field(default_factory=RateMeter)
+    """Bytes emitted."""
+    estimate_ms: list[float] = field(default_factory=list)
+    """Per-frame estimator time (crop + landmarks + fit; recent samples only)."""
+
+
+@dataclass
+class DecoderStats:
+    """What the decoder saw."""
+
+    packets: int = 0
+    """Messages received, valid or not."""
+    bad_packets: int = 0
+    """Messages rejected by the wire format (oversize ones included)."""
+    oversize: int = 0
+    """Messages above wire.MAX_MESSAGE_BYTES, dropped unread."""
+    params: int = 0
+    """Valid PARAMS packets."""
+    stale: int = 0
+    """PARAMS older than (or equal to) one already held: reordered or duplicated."""
+    superseded: int = 0
+    """PARAMS replaced by a newer one before they were rendered (newest wins)."""
+    no_keyframe: int = 0
+    """PARAMS for a keyframe the receiver does not have."""
+    expected: int = 0
+    """PARAMS the sender sent so far, judged from the sequence numbers seen."""
+    rendered: int = 0
+    """Frames rendered."""
+    keyframes: int = 0
+    """Keyframes applied."""
+    keyframe_requests: int = 0
+    """Keyframe requests sent."""
+    rate: RateMeter = field(default_factory=RateMeter)
+    """Bytes received."""
+    render_ms: list[float] = field(default_factory=list)
+    """Per-frame render time (recent samples only, see append_capped)."""
+    latency_ms: list[float] = field(default_factory=list)
+    """Capture-to-render time (valid where sender and receiver clocks agree; recent samples only)."""
+    last_error: str = ""
+    """The last rejected packet's reason."""
