@@ -8,7 +8,7 @@ the first frame). Rows of the table, all measured against the real crops at the 
 - ``fv2v``    the trained networks directly: keyframe = first crop (F, L, H, Δ once), then H+Δ on each
               real crop and M+G render it. No wire quantization, no H.264 on the keyframe.
 - ``mesh``    the `mesh` profile through the real codec at its own size (default 256): FaceEncoder ->
-              codec.loopback.run -> FaceDecoder (H.264 keyframe, int8 wire values); its output and the
+              codec.driver.run -> FaceDecoder (H.264 keyframe, int8 wire values); its output and the
               reference crop (FaceEncoder.last_crop) are downscaled to R with INTER_AREA, exactly as the
               fv2v training crops were made.
 - ``static``  the unchanged first crop shown for every frame (the floor any renderer must beat).
@@ -40,16 +40,16 @@ import cv2
 import numpy as np
 import torch
 
+from codec import driver
+from codec.decoder import FaceDecoder
+from codec.encoder import FaceEncoder
+from codec.metrics import psnr_y
+from models.face import FaceMesh
+from models.fv2v import weights as W
+from models.fv2v.model import select_runtime
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "raw"
-sys.path.insert(0, str(REPO))
-
-from codec.decoder import FaceDecoder  # noqa: E402
-from codec.encoder import FaceEncoder  # noqa: E402
-from codec.loopback import run as loopback  # noqa: E402
-from models.face import FaceMesh  # noqa: E402
-from models.fv2v import weights as W  # noqa: E402
-from models.fv2v.model import select_runtime  # noqa: E402
 
 DEFAULT_CLIPS = ("DPE/s.mp4", "EAMM/happy.mp4", "styletalk/KristiNoem.mp4")  # P14, N18, N07
 MS_SSIM_MIN = 161  # pytorch_msssim's 5-scale MS-SSIM with an 11 px window needs sides > 160
@@ -68,12 +68,6 @@ def read_frames(path: Path, n: int) -> tuple[list[np.ndarray], float]:
 
 def down(img: np.ndarray, size: int) -> np.ndarray:
     return img if img.shape[0] == size else cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
-    ya, yb = a.astype(np.float64) @ LUMA, b.astype(np.float64) @ LUMA
-    mse = float(np.mean((ya - yb) ** 2))
-    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
 def _tensor(imgs: list[np.ndarray]) -> torch.Tensor:
@@ -138,12 +132,12 @@ def score(
 def run_codec(
     profile: str, frames: list[np.ndarray], fps: float, size: int, weights: Path | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
-    """(real crops, outputs) at `size` through the codec loopback (FaceEncoder -> FaceDecoder), and stats."""
+    """(real crops, outputs) at `size` through the in-memory codec driver (FaceEncoder -> FaceDecoder), and stats."""
     enc, dec = FaceEncoder(profile, size=size, fps=fps, weights=weights), FaceDecoder(weights=weights)
     refs, outs = [], []
     t0 = time.perf_counter()
     try:
-        for lf in loopback(frames, enc, dec, fps):
+        for lf in driver.run(frames, enc, dec, fps):
             if enc.last_crop is None or lf.output is None:
                 raise RuntimeError(f"{profile} codec showed nothing for frame {lf.index} (no face found)")
             refs.append(enc.last_crop.copy())
@@ -186,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--per-frame", action="store_true", help="keep per-frame values in the JSON")
     ap.add_argument(
-        "--fv2v-codec", action="store_true", help="also run fv2v through the codec loopback (row fv2v+codec)"
+        "--fv2v-codec", action="store_true", help="also run fv2v through the in-memory codec driver (row fv2v+codec)"
     )
     args = ap.parse_args(argv)
     if not args.data.is_dir():

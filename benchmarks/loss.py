@@ -2,9 +2,9 @@
 
     python benchmarks/loss.py --clip ../shared/data/raw/DPE/s.mp4 --frames 150 --out results/loss
 
-The clip is encoded once through codec.loopback (mesh profile, lossless: the reference
-output). The packets the encoder sent are then replayed, tick by tick, through
-codec.lossy.LossyLink under each impairment into a fresh decoder (an impairment of the
+The clip is encoded once through codec.driver (mesh profile, lossless link: the reference
+output). The packets the encoder sent are then replayed, tick by tick (driver.replay), through
+codec.driver.LossyLink under each impairment into a fresh decoder (an impairment of the
 unordered parameter channel does not change what the encoder sends; the keyframe request
 path is exercised in tests/test_loss.py). Per setting it prints frames rendered, dropped
 (parameter packets never rendered), recovered (frames whose output equals the lossless
@@ -24,13 +24,12 @@ from pathlib import Path
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from codec import loopback, lossy
-from codec.api import Encoder, Packet
+from codec import driver
+from codec.api import Packet
 from codec.decoder import FaceDecoder
+from codec.driver import Impairment, LossyLink, TickClock
 from codec.encoder import FaceEncoder
-from codec.lossy import Impairment, LossyLink, TickClock
+from codec.metrics import psnr
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "DPE" / "s.mp4"
 DEFAULT_FRAMES = 150
@@ -49,35 +48,6 @@ SETTINGS: dict[str, Impairment] = {
     "delay 2 + jitter 0-2": Impairment(delay_ticks=2, jitter_ticks=2, seed=SEED),
     "all: 10% loss, reorder, dup, jitter": Impairment(loss=0.1, reorder=0.1, duplicate=0.1, jitter_ticks=1, seed=SEED),
 }
-
-
-class Recorder(Encoder):
-    """Wraps the encoder, keeping each frame's packets; replays them later in the same order."""
-
-    def __init__(self, inner: FaceEncoder) -> None:
-        self.inner, self.sent = inner, []
-
-    def encode(self, frame: np.ndarray, capture_ms: int) -> list[Packet]:
-        packets = self.inner.encode(frame, capture_ms)
-        self.sent.append(packets)
-        return packets
-
-    def receive(self, data: bytes) -> list[Packet]:
-        return self.inner.receive(data)
-
-
-class Replay(Encoder):
-    """Sends the recorded packets of frame i for the i-th frame (the frame itself is ignored)."""
-
-    def __init__(self, sent: list[list[Packet]]) -> None:
-        self.sent, self.i = sent, 0
-
-    def encode(self, frame: np.ndarray, capture_ms: int) -> list[Packet]:
-        self.i += 1
-        return self.sent[self.i - 1]
-
-    def receive(self, data: bytes) -> list[Packet]:
-        return []
 
 
 @dataclass
@@ -102,11 +72,6 @@ class Result:
     """Per frame: the receiver shows this frame's own parameters."""
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return PSNR_CAP_DB if mse == 0 else min(PSNR_CAP_DB, 10 * np.log10(255.0**2 / mse))
-
-
 def read(clip: Path, n: int) -> tuple[list[np.ndarray], float]:
     with av.open(str(clip)) as c:
         rate = c.streams.video[0].average_rate
@@ -119,12 +84,12 @@ def run_setting(
 ) -> Result:
     clock = TickClock()
     dec = FaceDecoder(clock=clock)
-    out = list(lossy.run([np.zeros(1)] * len(sent), Replay(sent), dec, fps, LossyLink(imp), clock))
+    out = list(driver.replay(sent, dec, fps, LossyLink(imp), clock))
     scores, own, identical, recovered = [], [], 0, 0
     prev_same = True
     for f, ref in zip(out, reference, strict=True):
         same = f.output is not None and np.array_equal(f.output, ref)
-        scores.append(psnr(f.output, ref) if f.output is not None else 0.0)
+        scores.append(psnr(f.output, ref, PSNR_CAP_DB) if f.output is not None else 0.0)
         own.append(f.shown_capture_ms == f.capture_ms)
         identical += same
         recovered += same and not prev_same
@@ -177,13 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     frames, fps = read(a.clip, a.frames)
     encoder = FaceEncoder(fps=fps)
-    recorder = Recorder(encoder)
-    reference = [f.output for f in loopback.run(frames, recorder, FaceDecoder(), fps)]
+    lossless = list(driver.run(frames, encoder, FaceDecoder(), fps))
     encoder.close()
+    reference = [f.output for f in lossless]
+    sent = [f.packets for f in lossless]
     if any(r is None for r in reference):
         print("loss: the lossless run shows nothing for some frames (no face?)", file=sys.stderr)
         return 1
-    results = [run_setting(name, imp, recorder.sent, reference, fps) for name, imp in SETTINGS.items()]
+    results = [run_setting(name, imp, sent, reference, fps) for name, imp in SETTINGS.items()]
     print(f"{len(frames)} frames of {a.clip.name} at {fps:g} fps; {encoder.stats.keyframes} keyframe(s)")
     print(f"{'setting':38s} {'rendered':>8s} {'dropped':>8s} {'recovered':>9s} {'identical':>9s} {'PSNR dB':>8s}")
     for r in results:

@@ -1,6 +1,6 @@
 """Loss, reordering, duplication, delay, lost keyframes, restarts and scene events, in memory.
 
-Transport: codec.lossy.LossyLink, a deterministic in-process lossy link (no sockets). Most
+Transport: codec.driver.LossyLink, a deterministic in-process lossy link (no sockets). Most
 tests drive the real FaceEncoder/FaceDecoder (wire format, keyframes, newest-wins, rate
 limits) with a scripted estimator and a cheap deterministic renderer on the embedded sample
 photo, so they need no clips and run in seconds; one test runs the mesh profile on a real clip.
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from conftest import read_frames
 
-from codec import lossy, wire
+from codec import driver, wire
 from codec.decoder import FaceDecoder
+from codec.driver import Impairment, LossyLink, TickClock
 from codec.encoder import KEYFRAME_MIN_INTERVAL_S, MAX_YAW_DEG, FaceEncoder
-from codec.lossy import Impairment, LossyLink, TickClock
 from codec.params import FrameParams
 from models import sample
 
@@ -39,6 +39,9 @@ class ScriptedEstimator:
 
     def set_keyframe(self, image: np.ndarray) -> bytes:
         return b"scripted"
+
+    def close(self) -> None:
+        pass
 
     def estimate(self, crop: np.ndarray) -> FrameParams | None:
         if crop.std() < 1.0:
@@ -88,15 +91,15 @@ def make_pair(estimator: ScriptedEstimator | None = None) -> tuple[FaceEncoder, 
 
 def call(
     frames: list[np.ndarray], imp: Impairment | None = None, estimator: ScriptedEstimator | None = None
-) -> tuple[list[lossy.LossyFrame], FaceEncoder, FaceDecoder]:
+) -> tuple[list[driver.DriverFrame], FaceEncoder, FaceDecoder]:
     enc, dec, clock, _ = make_pair(estimator)
-    out = list(lossy.run(frames, enc, dec, FPS, LossyLink(imp), clock))
+    out = list(driver.run(frames, enc, dec, FPS, LossyLink(imp), clock))
     enc.close()
     return out, enc, dec
 
 
 @pytest.fixture(scope="module")
-def lossless(photo_frames: list[np.ndarray]) -> list[lossy.LossyFrame]:
+def lossless(photo_frames: list[np.ndarray]) -> list[driver.DriverFrame]:
     return call(photo_frames)[0]
 
 
@@ -134,7 +137,7 @@ def test_link_is_deterministic_and_does_what_it_says() -> None:
     ids=["loss5", "loss30", "burst", "reorder-dup-jitter", "delay"],
 )
 def test_lossy_output_is_always_a_lossless_frame_and_recovers_exactly(
-    photo_frames: list[np.ndarray], lossless: list[lossy.LossyFrame], imp: Impairment
+    photo_frames: list[np.ndarray], lossless: list[driver.DriverFrame], imp: Impairment
 ) -> None:
     out, enc, dec = call(photo_frames, imp)
     ms_to_index = {f.capture_ms: f.index for f in lossless}
@@ -158,7 +161,7 @@ def test_lossy_output_is_always_a_lossless_frame_and_recovers_exactly(
     assert dec.stats.stale == 0 or imp.duplicate or imp.reorder
 
 
-def first_render_tick(out: list[lossy.LossyFrame], after: int = 0) -> int:
+def first_render_tick(out: list[driver.DriverFrame], after: int = 0) -> int:
     return next(
         f.index
         for f in out[after:]
@@ -251,7 +254,7 @@ def test_face_lost_is_signalled_on_the_reliable_channel(photo_frames: list[np.nd
 
 def test_turning_too_far_holds_and_refreshes_the_keyframe(photo_frames: list[np.ndarray]) -> None:
     enc, dec, clock, renderer = make_pair(ScriptedEstimator(overturn=range(30, 36)))
-    out = list(lossy.run(photo_frames[:60], enc, dec, FPS, LossyLink(), clock))
+    out = list(driver.run(photo_frames[:60], enc, dec, FPS, LossyLink(), clock))
     enc.close()
     assert all(abs(y) <= MAX_YAW_DEG for y in renderer.yaws)  # an overturned warp is never drawn
     assert enc.stats.held_frames >= 1 and enc.stats.keyframes >= 2
@@ -265,7 +268,7 @@ def test_real_clip_mesh_profile_recovers_exactly_after_loss() -> None:
     for imp in (Impairment(), Impairment(loss=0.2, seed=5)):
         enc, clock = FaceEncoder(fps=FPS), TickClock()
         dec = FaceDecoder(clock=clock)
-        outputs.append(list(lossy.run(frames, enc, dec, FPS, LossyLink(imp), clock)))
+        outputs.append(list(driver.run(frames, enc, dec, FPS, LossyLink(imp), clock)))
         enc.close()
     clean, lossy_out = outputs
     own = [f for f in lossy_out if f.shown_capture_ms == f.capture_ms]

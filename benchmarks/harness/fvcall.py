@@ -12,12 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import keyframe, wire
+from codec import driver, keyframe, profiles, wire
 from codec.api import Estimator, NoFaceError
 from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
 from codec.params import FrameParams, QuantSpec
-from codec.profiles import PROFILES, make_estimator, make_renderer
 from models.face import CropBox, crop
 
 from .rate import Message
@@ -77,9 +76,9 @@ def sweep(
 def available_profiles(size: int, weights: Path | None) -> tuple[list[str], dict[str, str]]:
     """Profiles that can run here; the others with the reason (missing weights, not built yet...)."""
     ok, skipped = [], {}
-    for name in PROFILES:
+    for name in profiles.PROFILES:
         try:
-            make_renderer(name, size, weights)
+            profiles.make_renderer(name, size, weights)
         except (RuntimeError, ImportError, OSError, TypeError, ValueError) as exc:
             # TypeError/ValueError too: a profile still being built must not take the benchmark down
             skipped[name] = f"{type(exc).__name__}: {exc}"
@@ -139,9 +138,7 @@ class CachingEstimator:
         """FaceEncoder.close() calls this; the shared inner estimator is closed by its owner."""
 
     def close_inner(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close:
-            close()
+        self.inner.close()
 
 
 @dataclass
@@ -169,12 +166,12 @@ def run_setting(
     want: set[int],
     weights: Path | None = None,
 ) -> FvRun:
-    """Encoder -> decoder in memory (like codec.loopback.run), rendering only the frames in `want`.
+    """Encoder -> decoder through codec.driver (lossless link), rendering only the frames in `want`.
 
     The decoder renders newest-packet-wins and every parameter packet is absolute, so rendering
     frame i after all packets up to i gives exactly what a receiver rendering every frame shows at i,
-    while skipping the renders nobody scores."""
-    now = [0.0]
+    while skipping the renders nobody scores. The receiver does not poll: rates count one direction."""
+    clock = driver.TickClock()  # capture-time clock: no-face fades are reproducible
     enc = FaceEncoder(
         profile,
         size,
@@ -184,28 +181,25 @@ def run_setting(
         weights=weights,
         estimator=estimator,
     )
-    dec = FaceDecoder(weights, clock=lambda: now[0])  # capture-time clock: no-face fades are reproducible
+    dec = FaceDecoder(weights, clock=clock)
     outputs: dict[int, np.ndarray] = {}
     refs: dict[int, np.ndarray] = {}
     boxes: list[CropBox] = []
     messages: list[Message] = []
-    shown: np.ndarray | None = None
     try:
-        for i, frame in enumerate(frames):
-            now[0] = i / clip_fps
-            if i % setting.every == 0:
-                for p in enc.encode(frame, int(round(i * 1000 / clip_fps))):
-                    messages.append(Message(len(p.data), isinstance(wire.decode(p.data), wire.KeyframeChunk)))
-                    for reply in dec.receive(p.data):
-                        enc.receive(reply.data)  # keyframe acks go upstream; not counted (other direction)
+        call = driver.run(
+            frames, enc, dec, clip_fps, clock=clock, every=setting.every, render_at=want.__contains__, poll=False
+        )
+        for f in call:
+            messages += [Message(len(p.data), isinstance(wire.decode(p.data), wire.KeyframeChunk)) for p in f.packets]
             box = enc.box or fallback_box
             boxes.append(box)
-            if i in want:
-                out = dec.render()
-                shown = out if out is not None else shown
-                outputs[i] = shown if shown is not None else np.full((size, size, 3), NO_OUTPUT_GREY, np.uint8)
+            if f.index in want:
+                outputs[f.index] = (
+                    f.output if f.output is not None else np.full((size, size, 3), NO_OUTPUT_GREY, np.uint8)
+                )
                 # == enc.last_crop for every frame the encoder cropped; held frames use the box in force
-                refs[i] = crop(frame, box, size)
+                refs[f.index] = crop(frames[f.index], box, size)
         stats = {
             "keyframes": enc.stats.keyframes,
             "params_sent": enc.stats.params_sent,
@@ -220,7 +214,7 @@ def run_setting(
 
 
 def make_caching_estimator(profile: str, size: int, weights: Path | None) -> CachingEstimator:
-    return CachingEstimator(make_estimator(profile, size, weights))
+    return CachingEstimator(profiles.get(profile).estimator(size, weights))
 
 
 def setting_dict(s: FvSetting) -> dict[str, float | int]:
