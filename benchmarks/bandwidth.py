@@ -21,15 +21,16 @@ import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # codec/, models/ when run from a checkout without `pip install -e`
+from tqdm import tqdm
 
-from harness import anchors as anc  # noqa: E402
-from harness import fvcall as fv  # noqa: E402
-from harness import report, runner  # noqa: E402
-from harness.clips import clip_id, find_clips  # noqa: E402
-from harness.metrics import vmaf_available  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+from benchmarks.harness import anchors as anc
+from benchmarks.harness import fvcall as fv
+from benchmarks.harness import report, runner
+from benchmarks.harness.clips import clip_id, find_clips
+from codec.metrics import vmaf_available
+from codec.profiles import PROFILES
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_CLIPS = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "results" / "bandwidth"
@@ -89,7 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--scored-frames", type=int, default=None, help=f"frames per clip scored for quality (default {SCORED_FRAMES})"
     )
-    ap.add_argument("--codecs", nargs="+", default=None, help="subset of: " + ", ".join([*fv.PROFILES, *anc.CODECS]))
+    ap.add_argument("--codecs", nargs="+", default=None, help="subset of: " + ", ".join([*PROFILES, *anc.CODECS]))
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     ap.add_argument("--weights", type=Path, default=None, help="fv2v weights (safetensors)")
     ap.add_argument("--quick", action="store_true", help="1 clip, few frames, few points (for tests)")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = args.frames if args.frames is not None else (QUICK_FRAMES if args.quick else None)
     scored = args.scored_frames or (QUICK_SCORED_FRAMES if args.quick else SCORED_FRAMES)
     wanted = set(args.codecs) if args.codecs else None
-    unknown = (wanted or set()) - set(fv.PROFILES) - set(anc.CODECS)
+    unknown = (wanted or set()) - set(PROFILES) - set(anc.CODECS)
     if unknown:
         print(f"unknown codecs: {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -279,7 +280,7 @@ VMAF_CHECK_CLIPS = 3
 
 
 def _validate_vmaf(args: argparse.Namespace) -> int:
-    from harness.vmaf_check import validate
+    from benchmarks.harness.vmaf_check import validate
 
     if not vmaf_available():
         print("vmaf-torch is not installed", file=sys.stderr)

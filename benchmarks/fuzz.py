@@ -18,17 +18,14 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from codec import wire
 from codec.decoder import FaceDecoder
-from codec.fuzzing import SIZE, fuzz_session
+from codec.fuzzing import SIZE, fuzz_session, mutate
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 DEFAULT_CASES = 100_000
 STRUCTURED_SHARE = 0.4  # share of cases built as near-valid msgpack, the rest mutate the corpus
 RESET_EVERY = 5_000  # a fresh session now and then: state reached by earlier cases varies
-INTERESTING = [0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x13, 0x11, 0x12, 0x14]
 
 
 def session() -> tuple[FaceDecoder, list[bytes]]:
@@ -96,29 +93,6 @@ def near_valid(rng: np.random.Generator) -> bytes:
     if rng.random() < 0.3:
         body = body[:-1] if rng.random() < 0.5 else [*body, value(rng)]
     return msgpack.packb(body, use_bin_type=bool(rng.integers(0, 2)))
-
-
-def mutate(rng: np.random.Generator, data: bytes, corpus: list[bytes]) -> bytes:
-    b = bytearray(data)
-    for _ in range(int(rng.integers(1, 5))):
-        op = int(rng.integers(0, 7))
-        pos = int(rng.integers(0, len(b) + 1))
-        if op == 0 and b:
-            b[pos % len(b)] ^= 1 << int(rng.integers(0, 8))
-        elif op == 1 and b:
-            b[pos % len(b)] = int(rng.choice(INTERESTING))
-        elif op == 2:
-            b[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
-        elif op == 3 and b:
-            del b[pos : pos + int(rng.integers(1, 9))]
-        elif op == 4:
-            b = b[:pos]
-        elif op == 5:
-            other = corpus[int(rng.integers(0, len(corpus)))]
-            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)) :]
-        else:
-            b[pos:pos] = bytes([0xC6]) + int(rng.integers(0, 2**32)).to_bytes(4, "big")
-    return bytes(b)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from models.fv2v.config import get_config
 from models.fv2v.discriminator import MultiScaleDiscriminator
 from models.fv2v.model import Fv2vModel, Runtime, select_runtime

@@ -18,14 +18,14 @@ from pathlib import Path
 import av
 import numpy as np
 
+from codec.metrics import psnr
+from codec.params import QuantSpec, dequantize, quantize
+from models.face import FaceDetector, crop
+from models.mesh.estimator import MeshEstimator
+from models.mesh.renderer import MeshRenderer
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "raw"
-sys.path.insert(0, str(REPO))
-
-from codec.params import QuantSpec, dequantize, quantize  # noqa: E402
-from models.face import FaceDetector, crop  # noqa: E402
-from models.mesh.estimator import MeshEstimator  # noqa: E402
-from models.mesh.renderer import MeshRenderer  # noqa: E402
 
 DEFAULT_CLIPS = (
     "DPE/s.mp4",
@@ -41,11 +41,6 @@ DEFAULT_CLIPS = (
 )
 PEAK = 255.0  # uint8 full scale
 SEGMENTER_WAIT_S = 60.0  # loading MediaPipe's selfie segmentation, s
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(PEAK**2 / max(mse, 1e-10))
 
 
 def measure(path: Path, frames: int, size: int) -> dict[str, float] | None:

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from codec.encoder import FaceEncoder
 from peer import signaling
 from peer.receiver import Call, RecvOptions, serve

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from codec import profiles
 from codec.encoder import FaceEncoder
-from codec.profiles import DEFAULT_PROFILE, preload
-from models import sample
+from codec.metrics import psnr
+from codec.profiles import DEFAULT_PROFILE
 from peer import signaling
 from peer.receiver import RecvOptions, serve
 from peer.sender import SendOptions, run_sender
@@ -55,11 +56,6 @@ class DemoResult:
     """The side-by-side video."""
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
-
-
 async def run_demo(
     out: Path,
     profile: str = "mesh",
@@ -70,8 +66,9 @@ async def run_demo(
 ) -> DemoResult:
     """The call on `source` (default: the embedded sample, `seconds` long)."""
     if source is None:
-        source = ArraySource(list(sample.frames(seconds)), sample.SAMPLE_FPS)
-    preload(DEFAULT_PROFILE)
+        frames, fps = profiles.sample_frames(seconds)
+        source = ArraySource(list(frames), fps)
+    profiles.get(DEFAULT_PROFILE).preload()
     sent: dict[int, np.ndarray] = {}
     received: dict[int, np.ndarray] = {}
     summaries: list[dict] = []

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.harness import anchors, bdrate
+from benchmarks.harness.rate import Message, data_channel_rate, rtp_rate
+from codec import metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the harness package lives next to the script
-
-from harness import anchors, bdrate, metrics  # noqa: E402
-from harness.rate import Message, data_channel_rate, rtp_rate  # noqa: E402
 
 QUICK_RUN_LIMIT_S = 300  # a hang guard only: the quick run takes ~20 s on an idle 2-core machine
 
@@ -217,7 +217,7 @@ def test_quick_run_writes_every_file(tmp_path: Path) -> None:
     assert "0 to run" in res2.stderr
 
     # the plot command (bandwidth.py --plot-only DIR calls this) redraws from the JSONs alone
-    from harness import report
+    from benchmarks.harness import report
 
     (out / "rd_psnr_y.png").unlink()
     report.build(out)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from codec import wire
 from codec.decoder import FaceDecoder
-from codec.fuzzing import N_EXPR, fuzz_session
+from codec.fuzzing import N_EXPR, fuzz_session, mutate
 from codec.params import QuantSpec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -115,30 +115,6 @@ def session_cached() -> tuple[FaceDecoder, list[bytes]]:
     if not _SESSION:
         _SESSION.append(session())
     return _SESSION[0]
-
-
-def mutate(rng: np.random.Generator, data: bytes, corpus: list[bytes]) -> bytes:
-    b = bytearray(data)
-    for _ in range(int(rng.integers(1, 4))):
-        op = int(rng.integers(0, 7))
-        pos = int(rng.integers(0, len(b) + 1))
-        if op == 0 and b:  # flip a bit
-            i = pos % len(b)
-            b[i] ^= 1 << int(rng.integers(0, 8))
-        elif op == 1 and b:  # an interesting byte
-            b[pos % len(b)] = int(rng.choice([0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x13]))
-        elif op == 2:
-            b[pos:pos] = bytes(rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8))
-        elif op == 3 and b:
-            del b[pos : pos + int(rng.integers(1, 9))]
-        elif op == 4:
-            b = b[:pos]
-        elif op == 5:  # splice with another message
-            other = corpus[int(rng.integers(0, len(corpus)))]
-            b = b[:pos] + other[int(rng.integers(0, len(other) + 1)) :]
-        else:  # a huge length field
-            b[pos:pos] = bytes([0xC6]) + int(rng.integers(0, 2**32)).to_bytes(4, "big")
-    return bytes(b)
 
 
 def test_mutated_golden_corpus_never_crashes() -> None:

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from codec.metrics import psnr
 from codec.params import FrameParams, QuantSpec, dequantize, quantize
 from models.face import N_LANDMARKS
 from models.mesh import expression
@@ -77,11 +78,6 @@ def textured_image(seed: int = 1) -> np.ndarray:
     rng = np.random.default_rng(seed)
     noise = rng.uniform(0, 255, (SIZE // 8, SIZE // 8, 3)).astype(np.float32)
     return np.clip(cv2.resize(noise, (SIZE, SIZE), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from codec.metrics import HIGHER_IS_BETTER, METRICS, UNITS
+
 from . import bdrate
 from .fvcall import DEFAULT_SETTING
-from .metrics import HIGHER_IS_BETTER, METRICS, UNITS
 
 RUNS_DIR = "runs"
 RATE_KINDS = ("payload", "wire", "stream_payload")  # stream: keyframes left out (a long call's view)

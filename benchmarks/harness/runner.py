@@ -12,12 +12,12 @@ from pathlib import Path
 
 import av
 
+from codec import metrics as met
 from models.face import CropBox, FaceDetector, FaceMesh
 
 from . import anchors as anc
 from . import clips as clp
 from . import fvcall as fv
-from . import metrics as met
 from .rate import data_channel_rate, rtp_rate
 
 SCHEMA = 1  # bump when a result file's meaning changes: older files are recomputed

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from codec import metrics as met
 from models.face import FaceDetector, FaceMesh
 
 from . import anchors as anc
 from . import clips as clp
-from . import metrics as met
 
 CHECK_CRFS = (18, 26, 34, 42, 51)
 CHECK_FRAMES = 60

@@ -1,4 +1,5 @@
-"""Per-frame quality of what the receiver shows against the input crop.
+"""Quality of what the receiver shows against the input crop: the one implementation of every
+metric the benchmarks, the demo and the tests report.
 
 PSNR-Y and SSIM (Y, Gaussian 11x11 sigma 1.5, the constants of Wang et al. 2004) with OpenCV,
 MS-SSIM on Y with pytorch_msssim, VMAF (vmaf-torch, the vmaf_v0.6.1 model it embeds) on
@@ -41,9 +42,16 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32) @ LUMA
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
+def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR-Y of two RGB pictures."""
+    return psnr(luma(a), luma(b))
+
+
+def psnr(a: np.ndarray, b: np.ndarray, cap_db: float = MAX_PSNR_DB) -> float:
+    """PSNR in dB of two same-shape uint8 (or float 0..255) arrays: RGB, or Y planes for PSNR-Y.
+    Capped at cap_db, the value of identical pictures (a finite one keeps means meaningful)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return MAX_PSNR_DB if mse == 0 else min(MAX_PSNR_DB, 10.0 * math.log10(PEAK * PEAK / mse))
+    return cap_db if mse == 0 else min(cap_db, 10.0 * math.log10(PEAK * PEAK / mse))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,0 +1,1 @@
+"""Benchmarks of fvcall: scripts (python benchmarks/NAME.py) and the harness they share."""
