@@ -40,7 +40,6 @@ DEFAULT_CLIPS = (
     "LivePortrait/d12.mp4",
 )
 PEAK = 255.0  # uint8 full scale
-SEGMENTER_WAIT_S = 60.0  # loading MediaPipe's selfie segmentation, s
 
 
 def measure(path: Path, frames: int, size: int) -> dict[str, float] | None:
@@ -54,7 +53,6 @@ def measure(path: Path, frames: int, size: int) -> dict[str, float] | None:
         return None
     crops = [crop(f, box, size) for f in video]
     estimator, renderer = MeshEstimator(size), MeshRenderer(size)
-    renderer.wait_segmenter(SEGMENTER_WAIT_S)  # a call starts without it; quality is measured with it
     renderer.set_keyframe(crops[0], estimator.set_keyframe(crops[0]))
     spec = QuantSpec()
     warp, static, t_est, t_ren = [], [], [], []

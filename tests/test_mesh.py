@@ -24,7 +24,6 @@ FACE_RADII = (46.0, 62.0)  # synthetic face half width and half height, px
 SHIFT_PX = 8  # translation test, px (exactly 4 steps of the wire quantization at 256)
 REAL_CLIP = "raw/DPE/s.mp4"
 REAL_FRAMES = 40
-SEGMENTER_WAIT_S = 60.0  # loading MediaPipe's selfie segmentation, s
 
 # Named landmarks of the synthetic face, in face radii from its centre (x right, y down).
 _NAMED = {
@@ -90,7 +89,7 @@ def test_zero_params_reproduce_keyframe(rig: Rig, segment: bool) -> None:
     image = textured_image()
     renderer = MeshRenderer(SIZE, segment_background=segment)
     if segment:
-        assert renderer.wait_segmenter(SEGMENTER_WAIT_S)
+        assert renderer.segments_background
     renderer.set_rig(rig, image)
     out = renderer.render(FrameParams(expression=np.zeros(expression.N_EXPR, np.float32)))
     assert out.shape == image.shape and out.dtype == np.uint8
@@ -156,7 +155,7 @@ def test_real_face_warp_beats_static_keyframe() -> None:
     assert box is not None
     crops = [crop(f, box, SIZE) for f in frames]
     estimator, renderer = MeshEstimator(SIZE), MeshRenderer(SIZE)
-    assert renderer.wait_segmenter(SEGMENTER_WAIT_S)
+    assert renderer.segments_background
     renderer.set_keyframe(crops[0], estimator.set_keyframe(crops[0]))
     spec = QuantSpec()
     warp, static = [], []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.face import N_LANDMARKS
-from models.mesh.pose import STABLE
+from models.mesh.pose import STABLE, face_down
 
 RIDGE = 1e-2  # keeps the fit stable when two bases overlap strongly (jaw vs lower lip)
 # The expression never moves the landmarks the head pose is fitted to: otherwise a smile
@@ -65,13 +65,8 @@ KEYPOINTS: tuple[Keypoint, ...] = (
 N_EXPR = len(KEYPOINTS)
 
 
-def _down_vector(lm: np.ndarray) -> np.ndarray:
-    d = lm[152, :2] - lm[168, :2]  # nose bridge -> chin: the face's own "down"
-    return d / (np.linalg.norm(d) + 1e-9)
-
-
 def _masks(lm: np.ndarray) -> dict[str, np.ndarray]:
-    down = _down_vector(lm)
+    down = face_down(lm)
     mouth_c = (lm[13, :2] + lm[14, :2]) / 2
     y_mouth = (lm[:, :2] - mouth_c) @ down
     upper, lower = np.zeros(N_LANDMARKS, bool), np.zeros(N_LANDMARKS, bool)

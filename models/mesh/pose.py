@@ -99,6 +99,16 @@ def similarity(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.
     return s, rot, mu_d - s * rot @ mu_s
 
 
+CHIN, NOSE_BRIDGE = 152, 168  # face-mesh landmark indices
+
+
+def face_down(landmarks: np.ndarray, dims: int = 2) -> np.ndarray:
+    """Unit vector from the nose bridge to the chin, the face's own "down", over the first `dims`
+    coordinates (2: in the image, 3: in space)."""
+    d = landmarks[CHIN, :dims] - landmarks[NOSE_BRIDGE, :dims]
+    return d / (np.linalg.norm(d) + 1e-9)
+
+
 def absolute_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     """Approximate (yaw, pitch, roll) degrees of a face from its own landmarks.
 
@@ -106,7 +116,7 @@ def absolute_pose(landmarks: np.ndarray) -> tuple[float, float, float]:
     the head-pose teacher for training, where a relative pose is not enough."""
     lm = np.asarray(landmarks, dtype=np.float64)
     x = lm[263] - lm[33]
-    y = lm[152] - lm[168]
+    y = face_down(lm, 3)
     x /= np.linalg.norm(x) + 1e-9
     y -= x * (x @ y)
     y /= np.linalg.norm(y) + 1e-9

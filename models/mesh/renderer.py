@@ -27,8 +27,10 @@ import numpy as np
 import torch
 from scipy.spatial import Delaunay
 
+from models.device import default_device
 from models.face import _mediapipe
 from models.mesh import landmarks as wire_landmarks
+from models.mesh.pose import face_down
 from models.mesh.rig import Rig
 from models.native import quiet_native_stderr
 from models.types import FrameParams
@@ -131,16 +133,12 @@ def fill_holes(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     return np.where(known[..., None], image, up)
 
 
-def _device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class MeshRenderer:
     """Renderer of the `mesh` profile (codec.api.Renderer)."""
 
     def __init__(self, size: int, device: torch.device | None = None, segment_background: bool | None = None) -> None:
         self.size = size
-        self.device = device or _device()
+        self.device = device or default_device()
         self.segment_background = SEGMENT_BACKGROUND if segment_background is None else segment_background
         """Keep the keyframe's background still (selfie segmentation of each keyframe)."""
         self.rig: Rig | None = None
@@ -160,8 +158,9 @@ class MeshRenderer:
         self._set_layers(image, segment=self.segment_background)
         self._build_mesh(rig)
 
-    def wait_segmenter(self, timeout_s: float) -> bool:
-        """True when the background segmenter is in use (it is loaded before the first keyframe)."""
+    @property
+    def segments_background(self) -> bool:
+        """True when the background segmenter is in use (loaded in the constructor, so nothing to wait for)."""
         return self._segmenter is not None
 
     def _set_layers(self, image: np.ndarray, segment: bool) -> None:
@@ -191,8 +190,7 @@ class MeshRenderer:
         s = self.size
         c = rig.center
         oval = rig.landmarks[FACE_OVAL]
-        down = rig.landmarks[152, :2] - rig.landmarks[168, :2]
-        down /= np.linalg.norm(down) + 1e-9
+        down = face_down(rig.landmarks)
         pts, f_rot, f_trans = [], [], []
         for factor, follow_rot, follow_trans in RINGS:
             d = oval - c
