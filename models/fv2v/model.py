@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.device import default_device
 from models.fv2v.appearance import AppearanceFeatureExtractor
 from models.fv2v.blocks import resize
 from models.fv2v.config import Fv2vConfig
@@ -45,13 +47,13 @@ class Runtime:
 
 
 def select_runtime(device: str | torch.device | None = None, precision: str = "auto") -> Runtime:
-    """The one place that picks device and precision: cuda if available; bf16 autocast on CUDA.
+    """Device (models.device.default_device unless given) and precision: bf16 autocast on CUDA.
 
     "auto" keeps the CPU in fp32: on CPUs without native bf16 (AVX2, e.g. the dev machines) oneDNN
     emulates it and convolutions run 3-40x slower than fp32 (measured); "bf16" forces it anyway."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device) if device is not None else default_device()
     bf16_auto = dev.type == "cuda" and torch.cuda.is_bf16_supported()
     dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and bf16_auto) else None
     return Runtime(device=dev, dtype=dtype, channels_last=dev.type == "cuda")
@@ -71,6 +73,19 @@ class KeyframeCache:
     """x_s = R_s x_c + t_s + δ_s (B, K, 3)."""
     angles: torch.Tensor
     """(B, 3) source yaw, pitch, roll in degrees."""
+
+
+class Driving(NamedTuple):
+    """Output of Fv2vModel.drive for a batch of driving images."""
+
+    pose: HeadPose
+    """H's output (angles in degrees, translation, bin logits)."""
+    delta: torch.Tensor
+    """Δ's expression deformations δ (B, K, 3)."""
+    rotation: torch.Tensor
+    """R from the angles (B, 3, 3)."""
+    keypoints: torch.Tensor
+    """x = R x_c + t + δ (B, K, 3)."""
 
 
 class Fv2vModel(nn.Module):
@@ -119,12 +134,17 @@ class Fv2vModel(nn.Module):
         """source(), also returning H's full output (training needs the bin logits)."""
         volume = self.appearance(src)
         kp_c = self.canonical(src)
-        pose = self.head_pose(src)
-        delta = self.expression(src)
-        rot = rotation_matrix(pose.angles)
-        kp_s = transform_keypoints(kp_c, rot, pose.translation, delta)
+        pose, _, rot, kp_s = self.drive(src, kp_c)
         cache = KeyframeCache(volume=volume, kp_canonical=kp_c, rotation=rot, kp_source=kp_s, angles=pose.angles)
         return cache, pose
+
+    def drive(self, images: torch.Tensor, kp_canonical: torch.Tensor) -> Driving:
+        """The driving chain on images (B, 3, S, S): H -> pose, Δ -> δ, R from the angles, then
+        x = R x_c + t + δ against the keyframe's canonical keypoints x_c (B, K, 3)."""
+        pose = self.head_pose(images)
+        delta = self.expression(images)
+        rot = rotation_matrix(pose.angles)
+        return Driving(pose, delta, rot, transform_keypoints(kp_canonical, rot, pose.translation, delta))
 
     def animate(
         self, cache: KeyframeCache, rot_d: torch.Tensor, kp_d: torch.Tensor

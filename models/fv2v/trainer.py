@@ -25,13 +25,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from tqdm import tqdm
 
+from models.device import default_device
 from models.fv2v import losses
 from models.fv2v import weights as W
 from models.fv2v.config import Fv2vConfig, get_config
 from models.fv2v.dataset import PairDataset
 from models.fv2v.discriminator import MultiScaleDiscriminator
 from models.fv2v.model import Fv2vModel, Runtime, select_runtime
-from models.fv2v.transform import random_affine, rotation_matrix, transform_keypoints, warp_image
+from models.fv2v.transform import random_affine, warp_image
 
 CHECKPOINT = "checkpoint.safetensors"  # training state: model + discriminator + optimizers
 MODEL = "model.safetensors"  # inference weights only (what the profile loads)
@@ -66,10 +67,7 @@ class GeneratorLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         lw, m = self.cfg.loss, self.model
         cache, hp_s = m.source_with_pose(source)
-        hp_d = m.head_pose(driving)
-        delta_d = m.expression(driving)
-        rot_d = rotation_matrix(hp_d.angles)
-        kp_d = transform_keypoints(cache.kp_canonical, rot_d, hp_d.translation, delta_d)
+        hp_d, delta_d, rot_d, kp_d = m.drive(driving, cache.kp_canonical)
         pred, motion = m.animate(cache, rot_d, kp_d)
 
         terms: dict[str, torch.Tensor] = {
@@ -88,10 +86,7 @@ class GeneratorLoss(nn.Module):
             driving.shape[0], lw.eq_max_rot_deg, lw.eq_max_scale, lw.eq_max_shift, device=driving.device
         )
         warped = warp_image(driving, theta)
-        hp_w = m.head_pose(warped)
-        kp_w = transform_keypoints(
-            cache.kp_canonical, rotation_matrix(hp_w.angles), hp_w.translation, m.expression(warped)
-        )
+        kp_w = m.drive(warped, cache.kp_canonical).keypoints
         terms["equivariance"] = lw.equivariance * losses.equivariance(kp_d, kp_w, theta)
         terms["kp_prior"] = lw.kp_prior * losses.keypoint_prior(kp_d, lw.kp_min_dist_sq, lw.kp_depth_target)
         # Head pose vs the MediaPipe teacher, on both frames.
@@ -190,10 +185,8 @@ class Fv2vTrainer:
         src, drv = batch["source"].to(dev), batch["driving"].to(dev)
         with self.runtime.autocast():
             cache = self.model.source(src)
-            hp = self.model.head_pose(drv)
-            rot = rotation_matrix(hp.angles)
-            kp_d = transform_keypoints(cache.kp_canonical, rot, hp.translation, self.model.expression(drv))
-            pred, _ = self.model.animate(cache, rot, kp_d)
+            d = self.model.drive(drv, cache.kp_canonical)
+            pred, _ = self.model.animate(cache, d.rotation, d.keypoints)
         return float(losses.reconstruction_l1(pred, drv))
 
     # ---- checkpoints ------------------------------------------------------------------------
@@ -249,8 +242,9 @@ def _distributed() -> tuple[bool, int, int]:
         return False, 0, 0
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
+        on_gpu = default_device().type == "cuda"
+        backend = "nccl" if on_gpu else "gloo"
+        if on_gpu:
             torch.cuda.set_device(local)
         dist.init_process_group(backend)
     return True, dist.get_rank(), local
@@ -285,7 +279,7 @@ def train(
         raise TrainError(f"{run} already holds a checkpoint; pass --resume or choose another --out")
     dataset = PairDataset(data, size=cfg.image_size)
     ddp, rank, local = _distributed()
-    runtime = select_runtime(torch.device("cuda", local) if torch.cuda.is_available() else "cpu")
+    runtime = select_runtime(default_device(local))
     trainer = Fv2vTrainer(cfg, runtime, ddp=ddp)
     if resume:
         trainer.resume(ckpt)
