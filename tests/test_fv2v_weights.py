@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from codec.params import QuantSpec, dequantize, in_range, quantize
+from codec import profiles
+from codec.params import INT8_MAX, FrameParams, QuantSpec, dequantize, in_range, quantize
 from models.fv2v import weights as W
 from models.fv2v.config import get_config
 from models.fv2v.model import Fv2vModel, select_runtime
@@ -102,3 +103,25 @@ def test_profile_round_trip(saved: tuple[Path, Fv2vModel]) -> None:
     assert out.shape == (96, 96, 3) and out.dtype == np.uint8
     with pytest.raises(ValueError):
         ren.set_keyframe(key, b"x")
+
+
+def test_estimator_clips_to_the_sessions_quantization(saved: tuple[Path, Fv2vModel]) -> None:
+    """--quant-scale reaches the estimator: it clips to the steps the call uses, not the defaults."""
+    path, _ = saved
+    k = get_config("tiny").num_kp
+    big = (torch.full((1, 3), 200.0), torch.full((1, 3), 0.9), torch.full((1, k, 3), 2.0))  # beyond int8 at q1 and q2
+
+    def clipped(quant: QuantSpec) -> np.ndarray:
+        est = profiles.get("fv2v").estimator(get_config("tiny").image_size, path, quant)
+        est.model.estimate = lambda crop: big  # type: ignore[method-assign]
+        params = est.estimate(np.zeros((64, 64, 3), np.uint8))
+        assert params is not None
+        return params.vector()
+
+    for scale in (1.0, 2.0):
+        spec = QuantSpec().scaled(scale)
+        v = clipped(spec)
+        assert in_range(FrameParams.from_vector(v), spec)
+        np.testing.assert_allclose(v[:3], spec.angle_step * INT8_MAX)  # clipped exactly at the range
+        np.testing.assert_allclose(v[6:], spec.expression_step * INT8_MAX, rtol=1e-6)
+    assert clipped(QuantSpec().scaled(2.0))[0] == 2 * clipped(QuantSpec())[0]
