@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 IPV4_UDP_BYTES = 20 + 8
 DTLS_RECORD_BYTES = 13 + 8 + 16  # record header + AES-GCM explicit nonce + tag
-SCTP_BYTES = 12 + 16  # common header + DATA chunk header
-DATA_CHANNEL_OVERHEAD_BYTES = IPV4_UDP_BYTES + DTLS_RECORD_BYTES + SCTP_BYTES
+SCTP_COMMON_HEADER_BYTES = 12  # one per SCTP packet
+SCTP_DATA_CHUNK_HEADER_BYTES = 16  # one per message (DATA chunk: type, flags, length, TSN, stream, PPID)
 SRTP_RTP_BYTES = 12 + 10  # RTP header + SRTP auth tag (HMAC-SHA1-80)
 RTP_OVERHEAD_BYTES = IPV4_UDP_BYTES + SRTP_RTP_BYTES
 RTP_MAX_PAYLOAD_BYTES = 1200  # typical WebRTC MTU budget for one RTP payload
@@ -20,9 +20,9 @@ SCTP_PAD = 4  # DATA chunks are padded to a multiple of 4 bytes
 
 def data_channel_wire_bytes(payload: int) -> int:
     """Bytes on the wire for one data-channel message of `payload` bytes."""
-    chunk = payload + SCTP_BYTES - 12
-    padded = -(-chunk // SCTP_PAD) * SCTP_PAD
-    return IPV4_UDP_BYTES + DTLS_RECORD_BYTES + 12 + padded
+    chunk = SCTP_DATA_CHUNK_HEADER_BYTES + payload
+    padded = -(-chunk // SCTP_PAD) * SCTP_PAD  # the chunk is padded, not the common header
+    return IPV4_UDP_BYTES + DTLS_RECORD_BYTES + SCTP_COMMON_HEADER_BYTES + padded
 
 
 def rtp_wire_bytes(frame_payload: int) -> int:

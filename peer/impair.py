@@ -1,6 +1,6 @@
 """Network trouble on demand for one peer connection, in-process: loss, delay, a hard drop.
 
-Used by tests and the soak where the kernel offers no netem (and no netns privileges): it
+Used by the tests where the kernel offers no netem (and no netns privileges): it
 acts on the UDP datagrams aioice sends for one RTCPeerConnection, below DTLS and SCTP, so
 everything above (retransmissions, the unordered channel, the watchdog) sees a real
 lossy network. It reaches into aioice's connection object, which has no public API for it.

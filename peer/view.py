@@ -8,7 +8,7 @@ from codec.api import Decoder
 
 STEP_DEG = 5.0  # one key press
 MAX_DEG = 45.0
-# key -> (axis index, direction); arrows where the window reports them, letters everywhere.
+# key -> (axis index, direction): letters, which every window backend reports the same way.
 KEYS = {ord("j"): (0, -1), ord("l"): (0, 1), ord("i"): (1, 1), ord("k"): (1, -1), ord("u"): (2, -1), ord("o"): (2, 1)}
 RESET_KEY = ord("0")
 

@@ -38,8 +38,3 @@ def decode(data: bytes, size: int) -> np.ndarray:
     if np.any(lm[:, :2] < -size) or np.any(lm[:, :2] > 2 * size):
         raise ValueError("keyframe landmarks: outside the crop")
     return lm
-
-
-def roundtrip(landmarks: np.ndarray) -> np.ndarray:
-    """What the receiver will see: the sender uses this copy too."""
-    return decode(encode(landmarks), 1 << 13)
