@@ -140,9 +140,13 @@ class FaceEncoder(Encoder):
         back = [self._face_back()] if self._face_lost else []  # the keyframe itself shows the face
         self._face_run = 0
         self.stats.keyframes += 1
-        self.events.append(f"keyframe {self.kf_id}: {len(h264)} bytes")
         chunks = wire.split_keyframe(self.kf_id, wire.pack_keyframe(wire.Keyframe(h264, aux)))
-        return back + [self._emit(c, reliable=True, keyframe_msg=True) for c in chunks]
+        packets = [self._emit(c, reliable=True, keyframe_msg=True) for c in chunks]
+        # the bytes the stats count (picture, the estimator's data, chunk headers), not the picture alone
+        self.events.append(
+            f"keyframe {self.kf_id}: {sum(len(p.data) for p in packets)} bytes ({len(h264)} of them H.264)"
+        )
+        return back + packets
 
     def _face_back(self) -> Packet:
         self._face_lost = False

@@ -7,6 +7,11 @@ Liveness: SCTP in aiortc sends no heartbeats and ICE consent takes ~30 s to fail
 network drop would go unnoticed. Both peers send something at least every KEEPALIVE_S
 (the codec's own messages, or a keepalive when idle) and a watchdog declares the
 connection dead after PEER_SILENCE_S without a single message from the other side.
+
+Closing: aiortc's RTCPeerConnection.close() marks the connection closed before it stops the
+transports, and a close() cancelled half-way leaves that mark unresolved, so every later
+close() waits on it forever (the hang on Ctrl-C). Connection.close() therefore runs the
+close as one task that is never cancelled, and waits for it at most CLOSE_TIMEOUT_S.
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ import time
 from collections.abc import Callable
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+
+from peer.wirecount import WireCount, count_wire
 
 CTRL_LABEL = "ctrl"
 PARAMS_LABEL = "params"
@@ -26,6 +40,9 @@ PARAMS_MAX_BUFFERED_BYTES = 4096  # params queued beyond this are dropped, not d
 KEEPALIVE_S = 1.0  # send something at least this often, even with nothing to say
 PEER_SILENCE_S = 3.0  # no message for this long: the connection is dead (3 missed keepalives)
 WATCHDOG_TICK_S = 0.25  # how often the watchdog looks
+CLOSE_TIMEOUT_S = 1.0  # a peer connection that takes longer to close is left to the garbage collector
+ICE_SCHEMES = ("stun", "turn", "turns")
+ICE_POLICIES = ("all", "relay")
 
 _original_host_addresses = aioice.ice.get_host_addresses
 
@@ -46,25 +63,46 @@ def use_loopback_candidates(enabled: bool) -> None:
     )
 
 
-def ice_configuration(urls: list[str]) -> RTCConfiguration:
-    """STUN/TURN servers from URLs like stun:host:port or turn:user:pass@host:port."""
-    servers = []
-    for url in urls:
-        scheme, _, rest = url.partition(":")
-        user = password = None
-        if "@" in rest and scheme in ("turn", "turns"):
-            cred, _, hostport = rest.rpartition("@")
-            user, _, password = cred.partition(":")
-            url = f"{scheme}:{hostport}"
-        servers.append(RTCIceServer(urls=url, username=user, credential=password))
-    return RTCConfiguration(iceServers=servers)
+def parse_ice_server(url: str) -> RTCIceServer:
+    """stun:host[:port] or turn[s]:user:pass@host[:port][?transport=udp|tcp]; ValueError (one line) otherwise."""
+    scheme, _, rest = url.partition(":")
+    if scheme not in ICE_SCHEMES or not rest:
+        raise ValueError(f"bad --ice-server {url!r}: expected stun:HOST:PORT or turn:USER:PASS@HOST:PORT")
+    user = password = None
+    if scheme in ("turn", "turns"):
+        cred, at, hostport = rest.rpartition("@")
+        user, _, password = cred.partition(":")
+        if not at or not user or not password:
+            raise ValueError(f"bad --ice-server {url!r}: a TURN server needs USER:PASS@ before its address")
+        rest = hostport
+    host, colon, port = rest.partition("?")[0].rpartition(":")
+    if not colon:
+        host, port = port, "3478"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad --ice-server {url!r}: expected HOST:PORT after the scheme")
+    return RTCIceServer(urls=f"{scheme}:{rest}", username=user, credential=password)
+
+
+def ice_configuration(urls: list[str], policy: str = "all") -> RTCConfiguration:
+    """STUN/TURN servers from URLs like stun:host:port or turn:user:pass@host:port; policy 'relay'
+    limits ICE to candidates relayed by a TURN server."""
+    if policy not in ICE_POLICIES:
+        raise ValueError(f"bad ICE transport policy {policy!r}: expected one of {', '.join(ICE_POLICIES)}")
+    if policy == "relay" and not any(u.startswith("turn") for u in urls):
+        raise ValueError("--ice-transport-policy relay needs a TURN server (--ice-server turn:USER:PASS@HOST:PORT)")
+    return RTCConfiguration(
+        iceServers=[parse_ice_server(u) for u in urls], iceTransportPolicy=RTCIceTransportPolicy(policy)
+    )
 
 
 class Connection:
     """An RTCPeerConnection with fvcall's two channels."""
 
-    def __init__(self, ice_servers: list[str], silence_s: float = PEER_SILENCE_S) -> None:
-        self.pc = RTCPeerConnection(ice_configuration(ice_servers))
+    def __init__(self, ice_servers: list[str], silence_s: float = PEER_SILENCE_S, ice_policy: str = "all") -> None:
+        self.pc = RTCPeerConnection(ice_configuration(ice_servers, ice_policy))
+        self.wire = WireCount()
+        """Datagrams this side sent and received, counted at its sockets."""
+        self._closing: asyncio.Task[None] | None = None
         self.ctrl: RTCDataChannel | None = None
         self.params: RTCDataChannel | None = None
         self.closed = asyncio.Event()
@@ -131,6 +169,7 @@ class Connection:
         self._watch(self.ctrl)
         self._watch(self.params)
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.wire = count_wire(self.pc)  # the sockets exist once candidates are gathered
         return self.pc.localDescription.sdp
 
     async def accept(self, sdp: str, on_channel: Callable[[RTCDataChannel], None] | None = None) -> str:
@@ -149,18 +188,30 @@ class Connection:
 
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         await self.pc.setLocalDescription(await self.pc.createAnswer())
+        self.wire = count_wire(self.pc)
         return self.pc.localDescription.sdp
 
     async def finish_offer(self, answer_sdp: str) -> None:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
 
-    async def wait_open(self, timeout: float = CHANNEL_OPEN_TIMEOUT_S) -> None:
+    async def wait_open(self, timeout: float = CHANNEL_OPEN_TIMEOUT_S, abort: asyncio.Event | None = None) -> bool:
+        """Wait for both channels; False when abort was set first. ConnectionError on timeout."""
+        waits = [asyncio.ensure_future(self._open.wait())]
+        if abort is not None:
+            waits.append(asyncio.ensure_future(abort.wait()))
         try:
-            await asyncio.wait_for(self._open.wait(), timeout)
-        except TimeoutError:
-            raise ConnectionError(
-                f"data channels did not open within {timeout:.0f} s (a firewall, or no ICE route: try --ice-server)"
-            ) from None
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if self._open.is_set():
+            return True
+        if abort is not None and abort.is_set():
+            return False
+        raise ConnectionError(
+            f"data channels did not open within {timeout:.0f} s: no ICE route between "
+            "the peers (a firewall or NAT in between: try --ice-server)"
+        )
 
     def send(self, data: bytes, reliable: bool) -> bool:
         """Queue one message; False when it was dropped (channel closed or params congested)."""
@@ -174,7 +225,13 @@ class Connection:
         return True
 
     async def close(self) -> None:
+        """Close once; safe to call again, and from a task being cancelled (see the module notes)."""
         self.closed.set()
         if self._watchdog is not None:
             self._watchdog.cancel()
-        await self.pc.close()
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self.pc.close())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._closing), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            pass

@@ -14,6 +14,10 @@ the MACs bind the SDPs (which carry the DTLS certificate fingerprints) to the se
 relay in the middle can neither replay an old handshake nor swap an offer or answer. A
 caller with a token refuses a receiver that does not ask for one. A listener that is busy
 with a call, or gets a bad line, answers with an error and closes that connection only.
+
+The caller prepares its offer before it connects, so its first message follows the hello
+at once: the listener gives it FIRST_MESSAGE_TIMEOUT_S, and an offer that cannot set up
+a data channel (no ICE credentials, no DTLS fingerprint) is refused before any work.
 """
 
 from __future__ import annotations
@@ -24,18 +28,33 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 64 * 1024  # an SDP with candidates is ~2-5 KB
 HANDSHAKE_TIMEOUT_S = 10.0
+FIRST_MESSAGE_TIMEOUT_S = 3.0  # hello -> first message; a caller's offer is ready before it connects
+SDP_REQUIRED = (
+    ("m=application ", "no data channel"),
+    ("a=ice-ufrag:", "no ICE credentials"),
+    ("a=ice-pwd:", "no ICE credentials"),
+    ("a=fingerprint:", "no DTLS fingerprint"),
+)
+BUSY_PREFIX = "busy"  # refusals that say this are worth calling again
 CONNECT_RETRY_S = 0.5
+CONNECT_ATTEMPT_S = 3.0  # one TCP connect attempt (a host that drops SYNs would take the kernel ~2 min)
 DEFAULT_PORT = 8765
 TOKEN_ENV = "FVCALL_TOKEN"
 
 
 class SignalingError(RuntimeError):
     """The other side is not a well-behaved fvcall peer; the message is one line."""
+
+    def __init__(self, message: str, retry: bool = False) -> None:
+        super().__init__(message)
+        self.retry = retry
+        """Calling again later may succeed (a busy receiver, a connection it cut)."""
 
 
 @dataclass(frozen=True)
@@ -98,8 +117,11 @@ class Channel:
         data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
         if len(data) > MAX_LINE_BYTES:
             raise SignalingError(f"signaling message too large ({len(data)} bytes)")
-        self.writer.write(data)
-        await self.writer.drain()
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (RuntimeError, OSError) as exc:  # uvloop: "unable to perform operation on <TCPTransport closed>"
+            raise ConnectionError(f"signaling connection lost: {exc}") from None
 
     async def recv(self, expect: str, timeout: float = HANDSHAKE_TIMEOUT_S) -> dict:
         try:
@@ -107,11 +129,11 @@ class Channel:
         except asyncio.LimitOverrunError:
             raise SignalingError("signaling message too large") from None
         except asyncio.IncompleteReadError:
-            raise SignalingError("the other side closed the signaling connection") from None
+            raise SignalingError("the other side closed the signaling connection", retry=True) from None
         except TimeoutError:
-            raise SignalingError(f"no {expect!r} message within {timeout:.0f} s") from None
-        except ConnectionError as exc:
-            raise SignalingError(f"signaling connection lost: {exc}") from None
+            raise SignalingError(f"no {expect!r} message within {timeout:g} s", retry=expect == "hello") from None
+        except (ConnectionError, OSError) as exc:
+            raise SignalingError(f"signaling connection lost: {exc}", retry=True) from None
         try:
             msg = json.loads(line)
         except (ValueError, UnicodeDecodeError):
@@ -119,7 +141,8 @@ class Channel:
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
             raise SignalingError("malformed signaling message: no type")
         if msg["type"] == "error":
-            raise SignalingError(f"refused by the receiver: {str(msg.get('reason', ''))[:200]}")
+            reason = str(msg.get("reason", ""))[:200]
+            raise SignalingError(f"refused by the receiver: {reason}", retry=reason.startswith(BUSY_PREFIX))
         if msg["type"] != expect:
             raise SignalingError(f"expected {expect!r}, got {msg['type'][:40]!r}")
         return msg
@@ -136,21 +159,38 @@ def _sdp(msg: dict) -> str:
     sdp = msg.get("sdp")
     if not isinstance(sdp, str) or not sdp.startswith("v=0"):
         raise SignalingError("malformed signaling message: bad SDP")
+    for needle, what in SDP_REQUIRED:
+        if needle not in sdp:
+            raise SignalingError(f"malformed signaling message: the SDP has {what}")
     return sdp
 
 
-async def accept_offer(chan: Channel, token: str | None) -> str:
+def _noop() -> None:
+    pass
+
+
+async def accept_offer(
+    chan: Channel,
+    token: str | None,
+    first_timeout: float = FIRST_MESSAGE_TIMEOUT_S,
+    on_proof: Callable[[], None] = _noop,
+) -> str:
     """Listener side of the handshake up to the offer; returns the offer SDP.
 
-    Any failure is answered with an error message (best effort) before SignalingError is raised."""
+    on_proof runs as soon as the caller has proven the token (with no token: sent a valid offer),
+    so limits meant for unproven clients stop applying to it. Any failure is answered with an
+    error message (best effort) before SignalingError is raised."""
     nonce = secrets.token_hex(16)
     await chan.send({"type": "hello", "version": PROTOCOL_VERSION, "nonce": nonce, "auth": token is not None})
     try:
         if token is None:
-            return _sdp(await chan.recv("offer"))
-        auth = await chan.recv("auth")
+            sdp = _sdp(await chan.recv("offer", first_timeout))
+            on_proof()
+            return sdp
+        auth = await chan.recv("auth", first_timeout)
         if _valid_mac(auth.get("mac"), _mac(token, nonce)):
             chan.token, chan.peer_nonce = token, _nonce(auth.get("nonce"))
+            on_proof()
             offer_msg = await chan.recv("offer")
             sdp = _sdp(offer_msg)
             if _valid_mac(offer_msg.get("mac"), _mac(token, nonce, "offer", sdp)):
@@ -158,6 +198,8 @@ async def accept_offer(chan: Channel, token: str | None) -> str:
     except SignalingError as exc:
         await _tell(chan, str(exc))
         raise
+    except ConnectionError as exc:
+        raise SignalingError(str(exc)) from None
     await _tell(chan, "authentication failed")
     raise SignalingError("a caller failed authentication")
 
@@ -177,17 +219,27 @@ async def _tell(chan: Channel, reason: str) -> None:
         pass
 
 
-async def connect(endpoint: Endpoint, timeout: float) -> Channel:
-    """Connect to a listener, retrying until it is up or timeout seconds pass."""
+async def connect(endpoint: Endpoint, timeout: float, on_retry: Callable[[str], None] = lambda _: None) -> Channel:
+    """Connect to a listener, retrying until it is up or timeout seconds pass.
+
+    on_retry hears, once, why the first attempt failed and for how long it keeps trying."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    told = False
     while True:
         try:
-            reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port, limit=MAX_LINE_BYTES)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(endpoint.host, endpoint.port, limit=MAX_LINE_BYTES),
+                max(0.1, min(CONNECT_ATTEMPT_S, deadline - loop.time())),
+            )
             return Channel(reader, writer)
-        except OSError as exc:
+        except (OSError, TimeoutError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
             if loop.time() >= deadline:
-                raise SignalingError(f"cannot reach a receiver at {endpoint}: {exc.strerror or exc}") from None
+                raise SignalingError(f"cannot reach a receiver at {endpoint}: {why}") from None
+            if not told:
+                on_retry(f"receiver at {endpoint} not answering ({why}), retrying for {deadline - loop.time():.0f} s")
+                told = True
             await asyncio.sleep(CONNECT_RETRY_S)
 
 

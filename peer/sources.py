@@ -52,15 +52,17 @@ class FileSource(FrameSource):
 
     def __init__(self, path: Path, loop: bool = False) -> None:
         self.path, self.loop = path, loop
+        self._read = 0
         self._open()
 
     def _open(self) -> None:
+        if self.path.stat().st_size == 0:
+            raise SourceError(f"cannot read video {self.path}: empty file")
         try:
             self._container = av.open(str(self.path))
             stream = self._container.streams.video[0]
         except (av.error.FFmpegError, IndexError, OSError) as exc:
-            reason = "no video stream" if isinstance(exc, IndexError) else str(exc).split(":")[0]
-            raise SourceError(f"cannot read video {self.path}: {reason}") from None
+            raise SourceError(f"cannot read video {self.path}: {_reason(exc)}") from None
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate and 1 <= float(rate) <= 240 else DEFAULT_CAMERA_FPS
         self._frames = self._container.decode(stream)
@@ -75,15 +77,46 @@ class FileSource(FrameSource):
                 self._container.close()
                 self._open()
                 continue
-            except av.error.FFmpegError as exc:
-                raise SourceError(f"cannot read video {self.path}: {exc}") from None
+            except (av.error.FFmpegError, OSError) as exc:
+                raise SourceError(f"cannot read video {self.path} past frame {self._read}: {_reason(exc)}") from None
             if max(frame.width, frame.height) > MAX_SOURCE_SIDE:
                 raise SourceError(f"video {self.path} is {frame.width}x{frame.height}, above {MAX_SOURCE_SIDE}")
+            self._read += 1
             return frame.to_ndarray(format="rgb24")
         return None
 
     def close(self) -> None:
         self._container.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """One line for a failed open or read: 'not a video' rather than FFmpeg's errno text."""
+    if isinstance(exc, IndexError):
+        return "no video stream"
+    if isinstance(exc, av.error.InvalidDataError):
+        return "not a video, or a damaged one (invalid data)"
+    if isinstance(exc, av.error.FFmpegError | OSError) and getattr(exc, "strerror", None):
+        return str(exc.strerror)
+    return str(exc).split(":")[0]
+
+
+class PeekedSource(FrameSource):
+    """A source whose first frame has been read already (to check it before the call connects)."""
+
+    def __init__(self, inner: FrameSource) -> None:
+        self.inner, self.fps = inner, inner.fps
+        self.first = inner.read()
+        """The first frame (None: the source is empty)."""
+        self._given = False
+
+    def read(self) -> np.ndarray | None:
+        if not self._given:
+            self._given = True
+            return self.first
+        return self.inner.read()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class ArraySource(FrameSource):
