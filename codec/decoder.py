@@ -90,6 +90,9 @@ class FaceDecoder(Decoder):
         self.stats.rate.add(len(data), isinstance(msg, wire.KeyframeChunk))
         if isinstance(msg, wire.Header):
             return self._on_header(msg)
+        if isinstance(msg, wire.ControlMessage) and msg.code == wire.Control.BYE:
+            self.bye = True  # also before any header: a caller may hang up before its first frame
+            return []
         if self.header is None:
             # Nothing renders before the session header. Parameters without one mean this side
             # started (or restarted) mid-call: ask for everything again.
@@ -98,9 +101,7 @@ class FaceDecoder(Decoder):
             return self._on_chunk(msg)
         if isinstance(msg, wire.Params):
             return self._on_params(msg)
-        if msg.code == wire.Control.BYE:
-            self.bye = True
-        elif msg.code == wire.Control.FACE_LOST:
+        if msg.code == wire.Control.FACE_LOST:
             with self._lock:
                 self.face_lost = msg.arg != 0
                 if self._frame is not None:

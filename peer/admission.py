@@ -16,8 +16,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-MAX_UNPROVEN = 32  # unproven connections held at once, all addresses together
-MAX_UNPROVEN_PER_ADDRESS = 4  # ... and from one address
+MAX_UNPROVEN = 64  # unproven connections held at once, all addresses together
+MAX_UNPROVEN_PER_ADDRESS = 8  # ... and from one address (a NAT may hide several clients)
 LOG_INTERVAL_S = 5.0
 
 

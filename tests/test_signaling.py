@@ -24,8 +24,12 @@ from peer.sender import SendOptions, run_sender
 from peer.sources import ArraySource
 
 TOKEN = "correct horse battery staple"
-OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"
-ANSWER = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\n"
+_MEDIA = (
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef0123\r\n"
+    "a=fingerprint:sha-256 00:11\r\n"
+)
+OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n" + _MEDIA
+ANSWER = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\n" + _MEDIA
 HANDSHAKE_S = 1.0  # the live test's handshake timeout (slowloris cut-off)
 PACKAGE_DIRS = ("codec", "models", "peer")
 

@@ -6,6 +6,7 @@ import pytest
 
 from codec.rate import RateMeter
 from peer import stats
+from peer.wirecount import WireCount
 
 
 def test_rates_restart_with_a_new_call(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,12 +17,13 @@ def test_rates_restart_with_a_new_call(capsys: pytest.CaptureFixture[str], monke
     for _ in range(25):
         first.add(30)
     now[0] = 1.0
-    line.update(25, first)
+    wire = WireCount(tx_bytes=3000 - 28 * 10, tx_packets=10)
+    line.update(25, first, wire)
     second = RateMeter()  # the call dropped and a new one began
     second.add(30)
     now[0] = 2.0
-    line.update(1, second)
+    line.update(1, second, WireCount(tx_bytes=100, tx_packets=1))
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("[recv]  25.0 fps | payload   6.00 kbit/s | wire  ")
+    assert out[0].startswith("[recv]  25.0 fps | payload   6.00 kbit/s | wire up  24.00 down   0.00 kbit/s")
     assert out[1].startswith("[recv]   1.0 fps | payload   0.24 kbit/s")
     assert "-" not in out[1]
