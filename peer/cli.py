@@ -118,10 +118,10 @@ def _float_in(low: float, high: float, low_open: bool = False) -> Callable[[str]
     return parse
 
 
-def _endpoint(default_host: str) -> Callable[[str], signaling.Endpoint]:
+def _endpoint(default_host: str, any_port: bool = False) -> Callable[[str], signaling.Endpoint]:
     def parse(text: str) -> signaling.Endpoint:
         try:
-            return signaling.Endpoint.parse(text, default_host)
+            return signaling.Endpoint.parse(text, default_host, any_port)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     recv.add_argument(
         "--listen",
         default=signaling.Endpoint("0.0.0.0", signaling.DEFAULT_PORT),
-        type=_endpoint("0.0.0.0"),
+        type=_endpoint("0.0.0.0", any_port=True),
         help="HOST:PORT to listen on",
     )
     recv.add_argument(

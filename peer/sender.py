@@ -189,6 +189,7 @@ async def run_sender(
     t0 = time.monotonic()
     encoder.set_epoch(int(time.time() * 1000))  # capture_ms counts from here: latency needs both ends
     frames_sent = 0
+    dropped = False
     period = 1.0 / source.fps
     next_t = t0
     try:
@@ -234,7 +235,9 @@ async def run_sender(
                 next_t = time.monotonic()  # far behind (slow machine): do not burst to catch up
         if bye.is_set():
             status.message("the receiver ended the call")
-        elif not conn.closed.is_set():
+        elif conn.closed.is_set():
+            dropped = True
+        else:
             conn.send(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), reliable=True)
             await _flush(conn)
     finally:
@@ -245,7 +248,9 @@ async def run_sender(
     fields = ("tx_bytes", "tx_packets", "rx_bytes", "rx_packets")
     total = WireCount(*(sum(getattr(w, f) for w in wires) for f in fields))
     summary = sender_summary(encoder.stats, duration, frames_sent, total)
-    summary["ended"] = "bye_received" if bye.is_set() else ("stopped" if stop.is_set() else "bye_sent")
+    summary["ended"] = (
+        "bye_received" if bye.is_set() else "stopped" if stop.is_set() else "dropped" if dropped else "bye_sent"
+    )
     summary["reconnects"] = len(reconnect_s)
     summary["reconnect_s"] = reconnect_s
     return summary

@@ -67,12 +67,13 @@ class Endpoint:
     """TCP port."""
 
     @classmethod
-    def parse(cls, text: str, default_host: str = "0.0.0.0") -> Endpoint:
+    def parse(cls, text: str, default_host: str = "0.0.0.0", any_port: bool = False) -> Endpoint:
+        """HOST:PORT, HOST (the default port) or :PORT; any_port admits port 0 (listen on a free one)."""
         host, sep, port = text.rpartition(":")
         if not sep:
             host, port = text, str(DEFAULT_PORT)
         host = host.strip("[]") or default_host
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not port.isdigit() or not (0 if any_port else 1) <= int(port) < 65536:
             raise ValueError(f"bad port in {text!r}: expected HOST:PORT")
         return cls(host, int(port))
 

@@ -16,7 +16,7 @@ OUTPUT_CRF = 18  # the output file should not add visible loss of its own
 # Fragmented MP4: an empty moov up front, then a self-contained fragment at every keyframe and at
 # least every FRAGMENT_S, each flushed to disk as it is written. A killed process leaves a file
 # that plays up to its last complete fragment; a plain MP4 is unreadable until closed.
-FRAGMENT_S = 1.0
+FRAGMENT_S = 0.5
 FRAGMENT_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
 KEYFRAME_INTERVAL_FRAMES = 50  # an IDR every 2 s at 25 fps: seekable without bloating the file
 
