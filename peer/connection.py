@@ -155,6 +155,18 @@ class Connection:
             if self.silent_s() > self.silence_s:
                 self._drop(f"nothing received for {self.silence_s:g} s")
 
+    def route(self) -> str:
+        """The ICE pair in use, e.g. 'relay 10.0.0.1:49152 -> relay 10.0.1.1:49153' ('' before one is chosen)."""
+        try:
+            nominated = self.pc.sctp.transport.transport._connection._nominated  # aioice, no public API
+            pair = nominated.get(1)
+        except AttributeError:
+            return ""
+        if pair is None:
+            return ""
+        local, remote = pair.local_candidate, pair.remote_candidate
+        return f"{local.type} {local.host}:{local.port} -> {remote.type} {remote.host}:{remote.port}"
+
     def silent_s(self) -> float:
         """Seconds since the last message from the other side."""
         return time.monotonic() - self._last_rx

@@ -112,6 +112,7 @@ class Call:
         self.recording = recording
         """The MP4 this call is recorded to (None: not recorded)."""
         self._file: VideoFileSink | None = None
+        self._route = ""
         self._latency_seen = (0, time.monotonic())  # (latency samples, when that count last grew)
         self.error: str | None = None
         self.render_errors = 0
@@ -211,7 +212,8 @@ class Call:
         try:
             if not await self.conn.wait_open(abort=self._done):
                 raise ConnectionError("the call was ended before its data channels opened")
-            self.status.message("call connected")
+            self._route = self.conn.route()
+            self.status.message(f"call connected ({self._route or 'route unknown'})")
             while not self._done.is_set() and not self.conn.closed.is_set():
                 for p in self.decoder.poll():
                     self.conn.send(p.data, p.reliable)
@@ -242,6 +244,7 @@ class Call:
             if self._file is not None:
                 self._file.close()
         summary = receiver_summary(self.decoder.stats, time.monotonic() - t0, self.conn.wire)
+        summary["ice_route"] = self._route
         if self.recording is not None and self._file is not None:
             summary["recording"] = str(self.recording)
             summary["frames_recorded"] = self._file.frames

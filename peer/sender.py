@@ -185,7 +185,8 @@ async def run_sender(
     holder = [conn]  # the keepalive follows reconnects
     keepalive = asyncio.create_task(_keepalive(holder, encoder))
     reconnect_s: list[float] = []
-    status.message(f"connected to {opts.peer}")
+    routes = [conn.route()]
+    status.message(f"connected to {opts.peer} ({routes[0] or 'route unknown'})")
     t0 = time.monotonic()
     encoder.set_epoch(int(time.time() * 1000))  # capture_ms counts from here: latency needs both ends
     frames_sent = 0
@@ -217,6 +218,7 @@ async def run_sender(
                     break
                 holder[0] = conn
                 wires.append(conn.wire)
+                routes.append(conn.route())
                 if on_connection:
                     on_connection(conn)
                 reconnect_s.append(time.monotonic() - t_drop)
@@ -248,6 +250,7 @@ async def run_sender(
     fields = ("tx_bytes", "tx_packets", "rx_bytes", "rx_packets")
     total = WireCount(*(sum(getattr(w, f) for w in wires) for f in fields))
     summary = sender_summary(encoder.stats, duration, frames_sent, total)
+    summary["ice_routes"] = routes
     summary["ended"] = (
         "bye_received" if bye.is_set() else "stopped" if stop.is_set() else "dropped" if dropped else "bye_sent"
     )
