@@ -37,7 +37,7 @@ class DemoResult:
     payload_kbps: float
     """Sender payload rate, keyframe included."""
     wire_kbps: float
-    """Sender rate with data-channel overheads."""
+    """Sender's upstream rate measured at its sockets (all datagrams, IPv4/UDP headers included)."""
     keyframe_bytes: int
     """Bytes of keyframe messages."""
     params_bytes_per_frame: float
@@ -104,7 +104,7 @@ async def run_demo(
         summary["frames_sent"],
         got.get("frames_rendered", 0),
         summary["payload_kbps"],
-        summary["wire_kbps"],
+        summary["wire_tx_kbps"],
         summary["keyframe_bytes"],
         summary["payload_bytes_per_frame"] or 0.0,
         float(np.mean(scores)) if scores else float("nan"),
@@ -154,6 +154,6 @@ def summary_line(r: DemoResult) -> str:
     )
     return (
         f"demo: {r.frames_rendered}/{r.frames_sent} frames rendered | payload {r.payload_kbps:.2f} kbit/s "
-        f"(keyframe {r.keyframe_bytes} B, {r.params_bytes_per_frame:.1f} B/frame) | wire {r.wire_kbps:.2f} "
+        f"(keyframe {r.keyframe_bytes} B, {r.params_bytes_per_frame:.1f} B/frame) | wire up {r.wire_kbps:.2f} "
         f"kbit/s | {ms} | PSNR {r.psnr_db:.2f} dB rendered, {r.psnr_shown_db:.2f} dB shown | wrote {r.out}"
     )
