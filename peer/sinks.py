@@ -18,6 +18,7 @@ OUTPUT_CRF = 18  # the output file should not add visible loss of its own
 # that plays up to its last complete fragment; a plain MP4 is unreadable until closed.
 FRAGMENT_S = 0.5
 FRAGMENT_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
+CAPTURE_START_KEY = "fvcall_capture_start_ms"
 KEYFRAME_INTERVAL_FRAMES = 50  # an IDR every 2 s at 25 fps: seekable without bloating the file
 
 
@@ -96,6 +97,8 @@ class VideoFileSink:
                 "g": str(KEYFRAME_INTERVAL_FRAMES),
             }
             self._t0 = ms
+            # Where pts 0 sits on the sender's capture clock (written in the header, so also in a killed file).
+            self._out.metadata["comment"] = f"{CAPTURE_START_KEY}={ms}"
         assert self._t0 is not None
         pts = ms - self._t0
         if self._last_ms is not None and pts <= self._last_ms:
