@@ -366,8 +366,6 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
     handlers = {"send": cmd_send, "recv": cmd_recv, "demo": cmd_demo}
     try:
@@ -396,6 +394,7 @@ def run() -> NoReturn:
     Everything is written and closed when main() returns; tearing down torch, MediaPipe and
     aiortc's modules afterwards takes seconds on a loaded machine, which would make a
     signalled call overstay its STOP_DEADLINE_S for nothing."""
+    signal.signal(signal.SIGTERM, _terminate)
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
