@@ -261,14 +261,16 @@ def test_call_through_a_turn_relay_between_namespaces_with_no_route(namespaces: 
     def per_packet(s: dict) -> float:
         return s["wire_tx_bytes"] / max(1, s["wire_tx_packets"])
 
+    # Same clip, same frames: totals compare directly (rates would also compare call durations).
+    extra = sent["wire_tx_bytes"] / max(1, d_sent["wire_tx_bytes"]) - 1
     print(
         f"\nTURN relay call ({relayed_s:.1f} s, {FRAMES} frames of DPE/s.mp4): route {got['ice_route']}\n"
         f"  latency p50 {got['latency_ms_p50']:.1f} ms relayed vs {d_got['latency_ms_p50']:.1f} ms on loopback "
         f"(added {got['latency_ms_p50'] - d_got['latency_ms_p50']:+.1f} ms)\n"
-        f"  sender wire up {sent['wire_tx_kbps']:.1f} kbit/s, {sent['wire_tx_packets_per_s']:.1f} packets/s, "
-        f"{per_packet(sent):.1f} B/packet relayed vs {d_sent['wire_tx_kbps']:.1f} kbit/s, "
-        f"{d_sent['wire_tx_packets_per_s']:.1f} packets/s, {per_packet(d_sent):.1f} B/packet direct "
-        f"(overhead {per_packet(sent) - per_packet(d_sent):+.1f} B/packet)\n"
-        f"  receiver wire up {got['wire_tx_kbps']:.1f} down {got['wire_rx_kbps']:.1f} kbit/s relayed vs "
-        f"up {d_got['wire_tx_kbps']:.1f} down {d_got['wire_rx_kbps']:.1f} direct"
+        f"  sender upstream: {sent['wire_tx_bytes']} B in {sent['wire_tx_packets']} packets relayed "
+        f"({per_packet(sent):.1f} B/packet) vs {d_sent['wire_tx_bytes']} B in {d_sent['wire_tx_packets']} "
+        f"direct ({per_packet(d_sent):.1f} B/packet): {extra:+.1%}, {per_packet(sent) - per_packet(d_sent):+.1f} "
+        f"B/packet\n"
+        f"  receiver: up {got['wire_tx_bytes']} B / {got['wire_tx_packets']} packets, down {got['wire_rx_bytes']} B "
+        f"relayed vs up {d_got['wire_tx_bytes']} B / {d_got['wire_tx_packets']} packets, down {d_got['wire_rx_bytes']} B"
     )
