@@ -272,5 +272,6 @@ def test_call_through_a_turn_relay_between_namespaces_with_no_route(namespaces: 
         f"direct ({per_packet(d_sent):.1f} B/packet): {extra:+.1%}, {per_packet(sent) - per_packet(d_sent):+.1f} "
         f"B/packet\n"
         f"  receiver: up {got['wire_tx_bytes']} B / {got['wire_tx_packets']} packets, down {got['wire_rx_bytes']} B "
-        f"relayed vs up {d_got['wire_tx_bytes']} B / {d_got['wire_tx_packets']} packets, down {d_got['wire_rx_bytes']} B"
+        f"relayed vs up {d_got['wire_tx_bytes']} B / {d_got['wire_tx_packets']} packets, "
+        f"down {d_got['wire_rx_bytes']} B"
     )
