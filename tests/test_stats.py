@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from codec.rate import RateMeter
-from peer import stats
+from peer import receiver, stats
+from peer.signaling import Endpoint
 from peer.wirecount import WireCount
 
 
@@ -27,3 +30,25 @@ def test_rates_restart_with_a_new_call(capsys: pytest.CaptureFixture[str], monke
     assert out[0].startswith("[recv]  25.0 fps | payload   6.00 kbit/s | wire up  24.00 down   0.00 kbit/s")
     assert out[1].startswith("[recv]   1.0 fps | payload   0.24 kbit/s")
     assert "-" not in out[1]
+
+
+def test_a_stale_latency_is_not_shown_as_current(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(receiver.time, "monotonic", lambda: now[0])
+
+    async def run() -> list[str]:
+        call = receiver.Call(
+            receiver.RecvOptions(Endpoint("127.0.0.1", 0), status=False), [], stats.StatusLine("recv", False)
+        )
+        try:
+            call.decoder.stats.latency_ms.extend([20.0, 22.0, 24.0])
+            fresh = call._extra()
+            now[0] += 3.0  # nothing new for 3 s
+            stale = call._extra()
+            return [fresh, stale]
+        finally:
+            await call.conn.close()
+
+    fresh, stale = asyncio.run(run())
+    assert fresh.startswith(" | latency   22 ms")
+    assert stale.startswith(" | latency -- (nothing for 3 s)")
