@@ -22,7 +22,7 @@ import pytest
 from conftest import clip_path, read_frames
 
 from codec.encoder import FaceEncoder
-from peer import signaling
+from peer import cli, signaling
 from peer.receiver import Call, RecvOptions, serve
 from peer.sender import SendOptions, run_sender
 from peer.sinks import FRAGMENT_S
@@ -181,3 +181,23 @@ async def _serve_then_signal(sig: int, tmp_path: Path) -> None:
 
 def _clip() -> Path:
     return clip_path("DPE/s.mp4")
+
+
+def test_a_second_signal_or_a_slow_shutdown_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process: the handler the event loop calls (no process is killed here; os._exit is recorded)."""
+    exits: list[int] = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    monkeypatch.setattr(cli, "STOP_DEADLINE_S", 0.2)
+
+    async def run() -> cli.Stop:
+        stop = cli.Stop()
+        stop(signal.SIGINT)
+        assert stop.event.is_set() and exits == []  # the first one asks for a clean hang-up
+        stop(signal.SIGTERM)
+        return stop
+
+    stop = asyncio.run(run())
+    assert exits == [128 + signal.SIGTERM]  # the second one: at once
+    time.sleep(0.5)
+    assert exits == [128 + signal.SIGTERM, 128 + signal.SIGINT]  # the deadline: a shutdown that hangs ends anyway
+    assert stop.exit_code() == 128 + signal.SIGINT
