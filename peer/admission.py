@@ -63,6 +63,12 @@ class Admission:
         """The connection ended."""
         self._pending.pop(ticket, None)
 
+    def cut_all(self) -> None:
+        """Close every unproven connection (the listener is shutting down)."""
+        while self._pending:
+            _, p = self._pending.popitem(last=False)
+            p.cut()
+
     def unproven(self) -> int:
         return len(self._pending)
 

@@ -442,7 +442,8 @@ async def serve(
                 e.cancel()
     finally:
         server.close()
-        stop.set()  # refuse whoever is still in a handshake
+        stop.set()  # proven callers still in a handshake are refused as busy...
+        gate.cut_all()  # ...and unproven ones cut
         if current:
             current[0].hang_up()
         async with busy:  # the call in progress finishes its recording and stats
