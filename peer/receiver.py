@@ -48,6 +48,7 @@ MAX_BACKLOG = 256  # messages held while a session header is set up off the loop
 MAX_PENDING_HANDSHAKES = 8  # signaling connections being authenticated at once; more are refused
 PREEMPT_SILENCE_S = 1.5  # a call silent this long yields to a new authenticated caller (~40 frames missed)
 STOP_FLUSH_S = 0.3  # on a local hang-up, let the bye reach the caller before closing
+RENDER_DRAIN_S = 2.0  # at the end of a call, wait this long at most for the frame being rendered
 STALE_LATENCY_S = 1.0  # a latency older than this is not shown as current
 
 
@@ -113,6 +114,7 @@ class Call:
         """The MP4 this call is recorded to (None: not recorded)."""
         self._file: VideoFileSink | None = None
         self._route = ""
+        self._stopping = False  # the call is winding down: the render loop ends after its current frame
         self._latency_seen = (0, time.monotonic())  # (latency samples, when that count last grew)
         self.error: str | None = None
         self.render_errors = 0
@@ -233,10 +235,13 @@ class Call:
                 self.ended = self.ended or EndReason.DROPPED
         finally:
             closed.cancel()
-            render_task.cancel()
+            # A render in progress finishes and reaches the sinks (a frame counted as rendered is also
+            # recorded); the loop then stops. Cancelling it mid-render would drop that frame.
+            self._stopping = True
+            self._wake.set()
             try:
-                await render_task
-            except asyncio.CancelledError:
+                await asyncio.wait_for(render_task, RENDER_DRAIN_S)  # cancels it on timeout
+            except TimeoutError:
                 pass
             await self.conn.close()
             await loop.run_in_executor(self._pool, lambda: None)  # the last render finishes first
@@ -248,6 +253,7 @@ class Call:
         if self.recording is not None and self._file is not None:
             summary["recording"] = str(self.recording)
             summary["frames_recorded"] = self._file.frames
+            summary["frames_not_recorded"] = self._file.repeats
         summary["ended"] = self.ended
         summary["drop_reason"] = self.conn.drop_reason if self.ended == EndReason.DROPPED else ""
         summary["oversize_packets"] = self.decoder.stats.oversize
@@ -286,9 +292,11 @@ class Call:
 
     async def _render_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             if not (self.decoder.pending() or self.decoder.fading()):
                 continue
             ms = self.decoder.latest_capture_ms

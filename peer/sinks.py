@@ -82,6 +82,8 @@ class VideoFileSink:
         self._t0: int | None = None
         self.frames = 0
         """Frames written."""
+        self.repeats = 0
+        """Frames not written: a capture time not later than the last one (a re-render of the same frame)."""
 
     def write(self, frame: np.ndarray, ms: int) -> None:
         if self._stream is None:
@@ -102,6 +104,7 @@ class VideoFileSink:
         assert self._t0 is not None
         pts = ms - self._t0
         if self._last_ms is not None and pts <= self._last_ms:
+            self.repeats += 1
             return  # timestamps must increase; a repeated capture time adds nothing
         self._last_ms = pts
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")

@@ -107,10 +107,10 @@ def test_receiver_signalled_mid_call(sig: int, tmp_path: Path) -> None:
     assert sent["ended"] == "bye_received", sent  # the receiver hung up with a bye
     got = json.loads(stats.read_text())
     assert [c["ended"] for c in got["calls"]] == ["stopped"]
-    # Every rendered frame went to the file, up to the signal (how many render depends on the machine's load).
-    # Under heavy load 2 runs of 6 decoded one frame fewer than written (18/19, 25/26); not yet explained.
-    assert got["frames_recorded"] == got["frames_rendered"] > 0 and lost_s <= IN_FLIGHT_S
-    assert got["frames_recorded"] - 1 <= recorded <= got["frames_recorded"]
+    # Every rendered frame is in the file, up to the signal (how many render depends on the machine's load),
+    # but for re-renders of a capture time already written (a hold, a fade).
+    assert got["frames_recorded"] == recorded > 0 and lost_s <= IN_FLIGHT_S
+    assert got["frames_recorded"] + got["frames_not_recorded"] == got["frames_rendered"]
     assert "Traceback" not in rest and "Task was destroyed" not in rest, rest
 
 
