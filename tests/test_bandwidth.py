@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.harness import anchors, bdrate
-from benchmarks.harness.rate import Message, data_channel_rate, rtp_rate
+from benchmarks.harness import anchors, bdrate, face_metrics, scoring
+from benchmarks.harness.rate import Message, call_kbps, data_channel_rate, rtp_rate
 from codec import metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,6 +94,21 @@ def test_rtp_rate_is_exact() -> None:
     assert r.keyframe_kbps_amortized == pytest.approx(2500 * 8 / 1000 / 2)
 
 
+def test_call_rate_amortizes_the_start_up_bytes_over_the_call() -> None:
+    # 2 s clip: a 1000-byte start-up message, then 50 messages of 20 bytes (1000 bytes in 2 s = 4 kbit/s).
+    msgs = [Message(1000, keyframe=True, startup=True)] + [Message(20)] * 50
+    r = data_channel_rate(msgs, n_frames=50, fps=25.0).to_dict()
+    assert r["startup_bytes"] == 1000
+    assert call_kbps(r, 2.0) == pytest.approx(r["payload_kbps"])  # a call as long as the clip: the clip's rate
+    assert call_kbps(r, 10.0) == pytest.approx(4.0 + 0.8)  # 8000 bits over 10 s
+    assert call_kbps(r, 600.0) == pytest.approx(4.0 + 8 / 600)
+    wire_start = 28 + 37 + 12 + 1016
+    assert r["startup_wire_bytes"] == wire_start
+    assert call_kbps(r, 60.0, wire=True) == pytest.approx(
+        (r["wire_kbps"] * 2 - wire_start * 8 / 1000) / 2 + wire_start * 8 / 1000 / 60
+    )
+
+
 # -- anchors ------------------------------------------------------------------------------------
 
 
@@ -125,7 +140,12 @@ def test_x264_anchor_round_trip_and_rate_falls_with_crf() -> None:
     assert len(hi.outputs) == 10 and hi.outputs[0].shape == (128, 128, 3)
     assert sum(m.payload_bytes for m in lo.messages) < sum(m.payload_bytes for m in hi.messages)
     assert hi.messages[0].keyframe and not any(m.keyframe for m in hi.messages[1:])
+    assert hi.messages[0].startup and not any(m.startup for m in hi.messages[1:])
     assert hi.stripped_bytes > 0 and "x264" in hi.banner  # the encoder's text banner is not counted
+    # a high-quality IDR: at the same CRF the first frame costs more bits and looks better
+    hq = anchors.encode_point(crops, 25.0, anchors.AnchorConfig("x264-hqidr"), 51, set(range(10)))
+    assert hq.messages[0].payload_bytes > lo.messages[0].payload_bytes
+    assert metrics.psnr(crops[0], hq.outputs[0]) > metrics.psnr(crops[0], lo.outputs[0])
 
 
 # -- metrics ------------------------------------------------------------------------------------
@@ -159,6 +179,19 @@ def test_msssim_weights_fit_the_image() -> None:
     a, b = _pair()
     v = metrics.ms_ssim_batch(np.stack([a, a]), np.stack([a, b]))
     assert v[0] == pytest.approx(1.0, abs=1e-5) and 0.5 < v[1] < 1.0
+
+
+@pytest.mark.parametrize("side", [256, 171])
+def test_ms_ssim_matches_pytorch_msssim(side: int) -> None:
+    import cv2
+    import torch
+    from pytorch_msssim import ms_ssim
+
+    a, b = _pair()
+    a, b = cv2.resize(a, (side, side + 3)), cv2.resize(b, (side, side + 3))  # odd sizes: padded pooling
+    w = metrics.msssim_weights(side)
+    ref = ms_ssim(torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None], data_range=255, weights=w)
+    assert metrics.ms_ssim_y(a, b) == pytest.approx(float(ref), abs=1e-4)
 
 
 def test_vmaf_identical_is_high_and_noise_lowers_it() -> None:
@@ -201,15 +234,30 @@ def test_quick_run_writes_every_file(tmp_path: Path) -> None:
         assert key in doc
     point = doc["points"][0]
     assert {"payload_kbps", "wire_kbps", "keyframe_bytes", "keyframe_kbps_amortized"} <= set(point["rate"])
-    assert set(metrics.METRICS) <= set(point["metrics"])
-    for f in ("summary.md", "summary.json", *(f"rd_{m}.png" for m in metrics.METRICS)):
+    assert set(scoring.METRICS) <= set(point["metrics"])
+    assert point["rate"]["startup_bytes"] > 0
+    with_face = [m for m in face_metrics.FACE_METRICS if face_metrics.available()]
+    assert all(point["metrics"][m] is not None for m in ("akd68", "id_dist", "face_missing") if m in with_face)
+    for f in ("summary.md", "summary.json", *(f"rd_{m}.png" for m in [*metrics.METRICS, *with_face[:3]])):
         assert (out / f).is_file(), f
     summary = json.loads((out / "summary.json").read_text())
     mesh = summary["profiles"]["mesh"]
-    assert set(metrics.METRICS) <= set(mesh["ratio_at_equal_quality"])
-    assert set(metrics.METRICS) <= set(mesh["bd_rate_vs_x264"])
-    assert mesh["payload_kbps"] > 0 and mesh["wire_kbps"] > mesh["payload_kbps"]
+    assert set(scoring.METRICS) <= set(mesh["ratio_at_equal_quality"])
+    assert set(scoring.METRICS) <= set(mesh["bd_rate_vs_envelope"])
+    for kind in ("call10", "call60", "call600", "wire_call60", "payload"):
+        assert set(scoring.METRICS) <= set(mesh["by_rate"][kind]["bd_rate_vs_x264"])
+    r = mesh["rates"]
+    assert r["call10"] > r["call60"] > r["call600"] > 0 and r["wire_call60"] > r["call60"]
     assert len(summary["clips"]) == 1
+    clip = summary["clips"][0]
+    sheet = out / "media" / f"{clip}__sheet.png"
+    assert sheet.is_file() and (out / "media" / f"{clip}__side_by_side.mp4").is_file()
+    md = (out / "summary.md").read_text()
+    assert md.index("## mesh: 60 s call") < md.index("### mesh: 10 s and 10 min") and f"media/{clip}__sheet.png" in md
+    import cv2
+
+    img = cv2.imread(str(sheet))
+    assert img.shape[1] == 4 * 256  # input | fvcall | x264 | envelope
 
     # resume: a second run finds everything cached, runs nothing, and still writes the summary
     res2 = subprocess.run(cmd, capture_output=True, text=True, timeout=QUICK_RUN_LIMIT_S, cwd=ROOT)

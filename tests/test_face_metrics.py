@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks.harness import face_metrics as fm
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 CLIP = DATA / "raw" / "CVPR2022-DaGAN" / "driving.mp4"  # 256x256 face crop, talking, head tilts
-sys.path.insert(0, str(ROOT / "benchmarks"))  # the harness package lives next to the script
-
-from harness import face_metrics as fm  # noqa: E402
 
 needs_dlib = pytest.mark.skipif(not fm.available(), reason="dlib-bin / face-recognition-models not installed")
 needs_clip = pytest.mark.skipif(not CLIP.is_file(), reason=f"real clip absent: {CLIP} (see shared/data/MANIFEST.md)")

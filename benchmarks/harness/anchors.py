@@ -56,6 +56,10 @@ class CodecSpec:
 
 # threads=1: deterministic streams and no slice split (sliced threads cost bits at 256x256).
 X264_RT = "keyint=infinite:min-keyint=infinite:scenecut=0:bframes=0:threads=1"
+# What a user tuning x264 for a call would do: one good IDR (ipratio: the IDR's quantizer is
+# 6 * log2(ipratio) QP below the P frames'; x264's default is 1.4, i.e. 3 QP), then coarse P frames.
+X264_IPRATIO = 4.0  # IDR 12 QP finer than the P frames
+X264_HQ_IDR = f"{X264_RT}:ipratio={X264_IPRATIO:g}"
 CODECS: dict[str, CodecSpec] = {
     "x264-medium": CodecSpec(
         "x264-medium",
@@ -73,6 +77,15 @@ CODECS: dict[str, CodecSpec] = {
         "crf",
         51,
         {"preset": "veryfast", "tune": "zerolatency", "x264-params": X264_RT},
+        frozenset(H264_SEI),
+    ),
+    "x264-hqidr": CodecSpec(
+        "x264-hqidr",
+        "libx264",
+        "h264",
+        "crf",
+        51,
+        {"preset": "medium", "tune": "zerolatency", "x264-params": X264_HQ_IDR},
         frozenset(H264_SEI),
     ),
     "x265": CodecSpec(
@@ -232,7 +245,7 @@ def encode_point(crops: list[np.ndarray], clip_fps: float, cfg: AnchorConfig, va
             if cfg.scale != 1:
                 img = cv2.resize(img, (size, size), interpolation=UPSCALE_INTERP)
             outputs[i] = img
-    messages = [Message(len(c), keyframe=(k == 0)) for k, c in enumerate(clean)]
+    messages = [Message(len(c), keyframe=(k == 0), startup=(k == 0)) for k, c in enumerate(clean)]
     return AnchorRun(outputs, messages, banner, stripped)
 
 

@@ -186,12 +186,16 @@ def run_setting(
     refs: dict[int, np.ndarray] = {}
     boxes: list[CropBox] = []
     messages: list[Message] = []
+    started = False  # start-up = the header and first keyframe, everything before the first parameters
     try:
         call = driver.run(
             frames, enc, dec, clip_fps, clock=clock, every=setting.every, render_at=want.__contains__, poll=False
         )
         for f in call:
-            messages += [Message(len(p.data), isinstance(wire.decode(p.data), wire.KeyframeChunk)) for p in f.packets]
+            for p in f.packets:
+                msg = wire.decode(p.data)
+                started = started or isinstance(msg, wire.Params)
+                messages.append(Message(len(p.data), isinstance(msg, wire.KeyframeChunk), startup=not started))
             box = enc.box or fallback_box
             boxes.append(box)
             if f.index in want:

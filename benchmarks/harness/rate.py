@@ -21,6 +21,8 @@ class Message:
 
     payload_bytes: int
     keyframe: bool = False
+    startup: bool = False
+    """Sent once at call start (session header, first keyframe / IDR with its parameter sets)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class RateReport:
     stream_wire_kbps: float
     """Wire bits of the non-keyframe messages."""
     messages: int
+    startup_bytes: int = 0
+    """Payload bytes sent once at call start (also in payload_kbps)."""
+    startup_wire_bytes: int = 0
+    """Their wire bytes."""
 
     def to_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -59,6 +65,8 @@ def account(messages: Sequence[Message], n_frames: int, fps: float, wire_bytes: 
     wire = sum(wire_bytes(m.payload_bytes) for m in messages)
     kf = sum(m.payload_bytes for m in messages if m.keyframe)
     kf_wire = sum(wire_bytes(m.payload_bytes) for m in messages if m.keyframe)
+    start = sum(m.payload_bytes for m in messages if m.startup)
+    start_wire = sum(wire_bytes(m.payload_bytes) for m in messages if m.startup)
     return RateReport(
         duration,
         kbps(payload, duration),
@@ -68,7 +76,24 @@ def account(messages: Sequence[Message], n_frames: int, fps: float, wire_bytes: 
         kbps(payload - kf, duration),
         kbps(wire - kf_wire, duration),
         len(messages),
+        start,
+        start_wire,
     )
+
+
+CALL_SECONDS = (10.0, 60.0, 600.0)  # call lengths the ratios are reported for; 60 s leads
+
+
+def call_kbps(rate: dict[str, float], call_s: float, wire: bool = False) -> float:
+    """kbit/s of a call lasting call_s seconds: the start-up bytes once, plus everything else at the rate
+    measured over the clip (later keyframes, references and re-centring included):
+
+        R(T) = (B - B0) * 8 / 1000 / D + B0 * 8 / 1000 / T
+
+    B: bytes over the clip (payload or wire), B0: start-up bytes, D: clip duration (s), T: call length (s)."""
+    total = rate["wire_kbps" if wire else "payload_kbps"] * rate["duration_s"] * BITS_PER_KBIT / BITS_PER_BYTE
+    start = float(rate.get("startup_wire_bytes" if wire else "startup_bytes", 0))
+    return kbps(total - start, rate["duration_s"]) + kbps(start, call_s)
 
 
 def data_channel_rate(messages: Sequence[Message], n_frames: int, fps: float) -> RateReport:

@@ -2,12 +2,16 @@
 
 Everything here reads only the JSON files, so `bandwidth.py --plot-only DIR` redraws it all.
 
-Per clip and fvcall profile:
+Rates: for calls of 10 s, 60 s (the lead figures) and 10 min, rate.call_kbps: the start-up bytes
+(header + first keyframe, or the IDR) once, everything else at the rate measured over the clip.
+Also the plain clip-length rate (payload, wire) and the stream without keyframes.
+
+Per clip and fvcall profile, per metric and rate kind:
 - ratio at equal quality: the profile's default operating point against the lower envelope of
   every conventional point of that clip (all codecs, resolutions, frame rates): the kbit/s the
   best conventional setting needs for the same quality, divided by fvcall's kbit/s.
-- BD-rate vs x264: the envelope of all the profile's points (every knob) against the envelope
-  of all x264 points (both presets, all resolutions and frame rates).
+- BD-rate vs the conventional envelope (all conventional points) and vs x264 (all x264 points):
+  the envelope of all the profile's points (every knob) against it.
 Across clips: geometric mean of the ratios, arithmetic mean of the BD-rates, over the clips where
 the curves overlap; the count of clips without overlap is reported with the reason.
 """
@@ -26,25 +30,47 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from codec.metrics import HIGHER_IS_BETTER, METRICS, UNITS
+from codec.metrics import VMAF_FRAME_SHARE
 
-from . import bdrate
+from . import bdrate, media
 from .fvcall import DEFAULT_SETTING
+from .rate import CALL_SECONDS, call_kbps
+from .scoring import HIGHER_IS_BETTER, IDENTITY_SHARE, METRICS, UNITS
 
 RUNS_DIR = "runs"
-RATE_KINDS = ("payload", "wire", "stream_payload")  # stream: keyframes left out (a long call's view)
+CALL_KINDS = {f"call{int(t)}": t for t in CALL_SECONDS}  # payload kbit/s of a call of t seconds
+LEAD_KIND = "call60"
+WIRE_LEAD_KIND = "wire_call60"
+# clip: over the clip as measured; stream: keyframes left out on both sides (a long call's limit)
+RATE_KINDS = (*CALL_KINDS, WIRE_LEAD_KIND, "payload", "wire", "stream_payload")
+RATE_TITLES = {
+    "call10": "10 s call",
+    "call60": "60 s call",
+    "call600": "10 min call",
+    "wire_call60": "60 s call, wire",
+    "payload": "clip length",
+    "wire": "clip length, wire",
+    "stream_payload": "stream without keyframes",
+}
 BD_ANCHOR_FAMILY = "x264"  # BD-rate reference: every x264 setting
 DEFAULT_LABEL = DEFAULT_SETTING.label()  # the operating point a call uses
 PLOT_DPI = 110
 
 
+COMPLETE_SUFFIX = ".complete"  # runner.complete_path: all configurations of that clip are done
+
+
 def load(out: Path) -> list[dict[str, Any]]:
+    """Result documents of the clips that finished (all of them where no clip has a completion marker)."""
     docs = []
     for p in sorted((out / RUNS_DIR).glob("*.json")):
         try:
             docs.append(json.loads(p.read_text()))
         except ValueError:
             continue
+    complete = {p.name[: -len(COMPLETE_SUFFIX)] for p in (out / RUNS_DIR).glob(f"*{COMPLETE_SUFFIX}")}
+    if complete:
+        docs = [d for d in docs if d.get("clip") in complete]
     return docs
 
 
@@ -56,6 +82,10 @@ def _q(point: dict[str, Any], metric: str) -> float:
 
 
 def _rate(point: dict[str, Any], kind: str) -> float:
+    if kind in CALL_KINDS:
+        return call_kbps(point["rate"], CALL_KINDS[kind])
+    if kind == WIRE_LEAD_KIND:
+        return call_kbps(point["rate"], 60.0, wire=True)
     return float(point["rate"][f"{kind}_kbps"])
 
 
@@ -81,19 +111,19 @@ def analyse(docs: list[dict[str, Any]]) -> dict[str, Any]:
             if default is None:
                 continue
             e: dict[str, Any] = {
-                "payload_kbps": _rate(default, "payload"),
-                "wire_kbps": _rate(default, "wire"),
+                "rates": {k: _rate(default, k) for k in RATE_KINDS},
                 "keyframe_bytes": default["rate"]["keyframe_bytes"],
-                "stream_payload_kbps": default["rate"]["stream_payload_kbps"],
-                "stream_wire_kbps": default["rate"]["stream_wire_kbps"],
+                "startup_bytes": default["rate"].get("startup_bytes"),
                 "metrics": default["metrics"],
                 "ratio": {},
                 "ratio_note": {},
-                "bd": {},
+                "bd_env": {},
+                "bd_x264": {},
             }
             for kind in RATE_KINDS:
+                for key in ("ratio", "ratio_note", "bd_env", "bd_x264"):
+                    e[key][kind] = {}
                 for m in METRICS:
-                    key = m if kind == "payload" else f"{m}_{kind}"
                     if conv:
                         r, note = bdrate.ratio_at_equal_quality(
                             [_rate(p, kind) for p in conv],
@@ -103,14 +133,15 @@ def analyse(docs: list[dict[str, Any]]) -> dict[str, Any]:
                         )
                     else:
                         r, note = None, "no conventional points"
-                    e["ratio"][key], e["ratio_note"][key] = r, note
-                    e["bd"][key] = (
-                        bdrate.bd_rate(
-                            [_rate(p, kind) for p in x264],
-                            [_q(p, m) for p in x264],
-                            [_rate(p, kind) for p in pts],
-                            [_q(p, m) for p in pts],
-                        )
+                    e["ratio"][kind][m], e["ratio_note"][kind][m] = r, note
+                    test = ([_rate(p, kind) for p in pts], [_q(p, m) for p in pts])
+                    e["bd_env"][kind][m] = (
+                        bdrate.bd_rate([_rate(p, kind) for p in conv], [_q(p, m) for p in conv], *test)
+                        if conv
+                        else None
+                    )
+                    e["bd_x264"][kind][m] = (
+                        bdrate.bd_rate([_rate(p, kind) for p in x264], [_q(p, m) for p in x264], *test)
                         if x264
                         else None
                     )
@@ -124,37 +155,43 @@ def analyse(docs: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         s: dict[str, Any] = {
             "n_clips": len(rows),
-            "payload_kbps": float(np.mean([r["payload_kbps"] for r in rows])),
-            "wire_kbps": float(np.mean([r["wire_kbps"] for r in rows])),
+            "rates": {k: float(np.mean([r["rates"][k] for r in rows])) for k in RATE_KINDS},
             "keyframe_bytes": float(np.mean([r["keyframe_bytes"] for r in rows])),
-            "stream_payload_kbps": float(np.mean([r["stream_payload_kbps"] for r in rows])),
-            "stream_wire_kbps": float(np.mean([r["stream_wire_kbps"] for r in rows])),
             "metrics": {m: _nanmean([r["metrics"].get(m) for r in rows]) for m in METRICS},
-            "ratio_clips_with_overlap": {},
-            "ratio_notes": {},
-            "bd_clips_with_overlap": {},
+            "by_rate": {},
         }
         for kind in RATE_KINDS:
-            suffix = "" if kind == "payload" else f"_{kind}"
-            s["ratio_at_equal_quality" + suffix] = {}
-            s["bd_rate_vs_x264" + suffix] = {}
-        for m in METRICS:
-            for kind in RATE_KINDS:
-                key = m if kind == "payload" else f"{m}_{kind}"
-                ratios = [r["ratio"][key] for r in rows if r["ratio"][key] is not None]
-                bds = [r["bd"][key] for r in rows if r["bd"][key] is not None]
-                rkey = "ratio_at_equal_quality" + ("" if kind == "payload" else f"_{kind}")
-                bkey = "bd_rate_vs_x264" + ("" if kind == "payload" else f"_{kind}")
-                s[rkey][m] = _gmean(ratios)
-                s[bkey][m] = float(np.mean(bds)) if bds else None
-                if kind == "payload":
-                    s["ratio_clips_with_overlap"][m] = len(ratios)
-                    s["bd_clips_with_overlap"][m] = len(bds)
-                    reasons = Counter(_reason(r["ratio_note"][key]) for r in rows if r["ratio"][key] is None)
-                    if reasons:
-                        s["ratio_notes"][m] = "; ".join(
-                            f"{n} of {len(rows)} clips: {why}" for why, n in reasons.most_common()
-                        )
+            k: dict[str, Any] = {
+                "ratio_at_equal_quality": {},
+                "bd_rate_vs_envelope": {},
+                "bd_rate_vs_x264": {},
+                "ratio_clips": {},
+                "bd_envelope_clips": {},
+                "bd_x264_clips": {},
+                "ratio_notes": {},
+            }
+            for m in METRICS:
+                ratios = [r["ratio"][kind][m] for r in rows if r["ratio"][kind][m] is not None]
+                env = [r["bd_env"][kind][m] for r in rows if r["bd_env"][kind][m] is not None]
+                bds = [r["bd_x264"][kind][m] for r in rows if r["bd_x264"][kind][m] is not None]
+                k["ratio_at_equal_quality"][m] = _gmean(ratios)
+                k["bd_rate_vs_envelope"][m] = float(np.mean(env)) if env else None
+                k["bd_rate_vs_x264"][m] = float(np.mean(bds)) if bds else None
+                k["ratio_clips"][m], k["bd_envelope_clips"][m], k["bd_x264_clips"][m] = len(ratios), len(env), len(bds)
+                reasons = Counter(_reason(r["ratio_note"][kind][m]) for r in rows if r["ratio"][kind][m] is None)
+                if reasons:
+                    k["ratio_notes"][m] = "; ".join(
+                        f"{n} of {len(rows)} clips: {why}" for why, n in reasons.most_common()
+                    )
+            s["by_rate"][kind] = k
+        # the lead figures (60 s call) at the top level
+        lead = s["by_rate"][LEAD_KIND]
+        s["ratio_at_equal_quality"] = lead["ratio_at_equal_quality"]
+        s["bd_rate_vs_envelope"] = lead["bd_rate_vs_envelope"]
+        s["bd_rate_vs_x264"] = lead["bd_rate_vs_x264"]
+        s["payload_kbps"] = s["rates"]["payload"]
+        s["wire_kbps"] = s["rates"]["wire"]
+        s["call60_kbps"] = s["rates"][LEAD_KIND]
         summary["profiles"][prof] = s
     summary["per_clip"] = per_clip
     return summary
@@ -189,6 +226,7 @@ def mean_curves(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 {
                     "label": label,
                     "n": len(ps),
+                    "rates": {k: float(np.mean([_rate(p, k) for p in ps])) for k in RATE_KINDS},
                     "payload_kbps": float(np.mean([_rate(p, "payload") for p in ps])),
                     "wire_kbps": float(np.mean([_rate(p, "wire") for p in ps])),
                     "keyframe_bytes": float(np.mean([p["rate"]["keyframe_bytes"] for p in ps])),
@@ -222,33 +260,36 @@ def _style(name: str, kind: str) -> dict[str, Any]:
     }
 
 
-def plot(out: Path, curves: dict[str, dict[str, Any]], kind: str = "payload") -> list[str]:
+def plot(out: Path, curves: dict[str, dict[str, Any]], kind: str = LEAD_KIND) -> list[str]:
     """One PNG per metric: clip-averaged curves, conventional lower envelope, fvcall knobs."""
     files = []
-    conv = [(p[f"{kind}_kbps"], p["metrics"]) for c in curves.values() if c["kind"] == "anchor" for p in c["points"]]
+    conv = [(p["rates"][kind], p["metrics"]) for c in curves.values() if c["kind"] == "anchor" for p in c["points"]]
     for m in METRICS:
+        if not any(p["metrics"].get(m) is not None for c in curves.values() for p in c["points"]):
+            continue  # not computed in this run (LPIPS / DISTS without weights)
         fig, ax = plt.subplots(figsize=(8, 5.5))
         for name, c in sorted(curves.items(), key=lambda kv: (kv[1]["kind"] != "anchor", kv[0])):
-            xs = [p[f"{kind}_kbps"] for p in c["points"] if p["metrics"].get(m) is not None]
+            xs = [p["rates"][kind] for p in c["points"] if p["metrics"].get(m) is not None]
             ys = [p["metrics"][m] for p in c["points"] if p["metrics"].get(m) is not None]
             if xs:
-                ax.plot(xs, ys, label=name, **_style(name, c["kind"]))
+                order = np.argsort(xs)
+                ax.plot(np.array(xs)[order], np.array(ys)[order], label=name, **_style(name, c["kind"]))
         pts = [(r, q[m]) for r, q in conv if q.get(m) is not None]
         if pts:
             sign = 1 if HIGHER_IS_BETTER[m] else -1
             er, eq = bdrate.lower_envelope([r for r, _ in pts], [sign * q for _, q in pts])
             ax.plot(er, sign * eq, color="black", linewidth=2.5, alpha=0.35, label="conventional envelope")
         ax.set_xscale("log")
-        ax.set_xlabel(f"{kind} kbit/s (clip mean; keyframes amortized)")
+        ax.set_xlabel(f"kbit/s, {RATE_TITLES[kind]} (clip mean)")
         unit = f" ({UNITS[m]})" if UNITS[m] else ""
         ax.set_ylabel(m + unit + ("" if HIGHER_IS_BETTER[m] else ", lower is better"))
         if not HIGHER_IS_BETTER[m]:
             ax.invert_yaxis()
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=6, ncol=2, loc="best")
-        ax.set_title(f"{m} vs {kind} rate, mean over clips")
+        ax.set_title(f"{m} vs rate ({RATE_TITLES[kind]}), mean over clips")
         fig.tight_layout()
-        name = f"rd_{m}.png" if kind == "payload" else f"rd_{m}_{kind}.png"
+        name = f"rd_{m}.png" if kind == LEAD_KIND else f"rd_{m}_wire.png"
         fig.savefig(out / name, dpi=PLOT_DPI)
         plt.close(fig)
         files.append(name)
@@ -259,64 +300,120 @@ def _fmt(x: float | None, spec: str = ".3g") -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
+def _ratio_cell(k: dict[str, Any], m: str) -> str:
+    return f"{_fmt(k['ratio_at_equal_quality'][m])} [{k['ratio_clips'][m]}]"
+
+
+def _bd_cell(k: dict[str, Any], m: str, which: str = "envelope") -> str:
+    return f"{_fmt(k[f'bd_rate_vs_{which}'][m], '+.1f')}% [{k[f'bd_{which}_clips'][m]}]"
+
+
+def _metrics_present(summary: dict[str, Any]) -> list[str]:
+    return [m for m in METRICS if any(s["metrics"].get(m) is not None for s in summary["profiles"].values())]
+
+
 def markdown(summary: dict[str, Any], curves: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    metrics = _metrics_present(summary)
     lines = ["# fvcall bandwidth benchmark", ""]
     lines += [
         f"- clips: {len(summary['clips'])}; codec size {meta.get('size')}; "
-        f"frames per clip <= {meta.get('frames')}; "
-        f"scored frames per clip {meta.get('scored_frames')} (VMAF on every 2nd of them)",
-        "- rates in kbit/s over the clip, keyframes amortized; payload = codec bytes, wire = + per-message "
-        "SCTP/DTLS/UDP/IP (fvcall) or RTP/SRTP/UDP/IP (video) overhead",
-        "- ratio at equal quality = (kbit/s the best conventional setting needs for fvcall's default quality) / "
-        "(fvcall kbit/s); > 1 means fvcall needs fewer bits. Geometric mean over the clips where the curves "
-        "overlap (count in brackets).",
-        "- stream = payload without keyframes on either side (what a long call converges to).",
-        "- BD-rate vs x264 (PCHIP, overlapping quality range) of all the profile's knob points vs all x264 "
-        "points; negative means fewer bits than x264. Mean over clips with overlap.",
+        f"frames per clip: {meta.get('frames') or 'all (full length)'}; "
+        f"scored frames per clip {meta.get('scored_frames')} (VMAF on every {VMAF_FRAME_SHARE}th, dlib identity on "
+        f"every {IDENTITY_SHARE}th of them)",
+        "- rates: kbit/s of a call of 10 s / 60 s / 10 min = start-up bytes (header + first keyframe, or the IDR) "
+        "once, plus everything else at the rate measured over the clip; payload = codec bytes, wire = + "
+        "per-message SCTP/DTLS/UDP/IP (fvcall) or RTP/SRTP/UDP/IP (video) overhead",
+        "- ratio at equal quality = (kbit/s the conventional envelope (best conventional point at each rate: all "
+        "codecs, sizes, frame rates) needs for fvcall's default quality) / (fvcall kbit/s); > 1 means fvcall needs "
+        "fewer bits. Geometric mean over the clips where the curves overlap (count in brackets).",
+        "- BD-rate (PCHIP, overlapping quality range) of all the profile's points against the conventional "
+        "envelope (and against all x264 points); negative means fewer bits. Mean over clips with overlap.",
+        "- akd68 / id_dist / *_corr / *_mae: dlib 68-point landmarks detected on input and output, "
+        "face-recognition embedding distance, per-feature expression tracking over the scored frames; "
+        "face_missing: share of scored frames whose output has no face dlib's detector finds.",
         "",
     ]
     for prof, s in summary["profiles"].items():
+        r = s["rates"]
         lines += [
-            f"## {prof}",
+            f"## {prof}: 60 s call",
             "",
-            f"default setting over {s['n_clips']} clips: payload {_fmt(s['payload_kbps'])} kbit/s, wire "
-            f"{_fmt(s['wire_kbps'])} kbit/s, keyframe {_fmt(s['keyframe_bytes'], '.0f')} bytes, stream without "
-            f"keyframe {_fmt(s['stream_payload_kbps'])} kbit/s payload / {_fmt(s['stream_wire_kbps'])} wire",
+            f"default setting over {s['n_clips']} clips: {_fmt(r['call60'])} kbit/s payload in a 60 s call "
+            f"({_fmt(r['wire_call60'])} wire); 10 s call {_fmt(r['call10'])}, 10 min call {_fmt(r['call600'])}; "
+            f"clip length {_fmt(r['payload'])}; stream without keyframes {_fmt(r['stream_payload'])}; "
+            f"keyframe {_fmt(s['keyframe_bytes'], '.0f')} bytes",
             "",
-            "| metric | fvcall quality | ratio @ equal q (payload) | ratio (wire) | ratio (stream) "
-            "| BD-rate vs x264 (payload) | BD-rate (wire) | BD-rate (stream) |",
-            "|---" * 8 + "|",
+            "| metric | fvcall quality | ratio @ equal q, 60 s | BD-rate vs envelope, 60 s | ratio, 60 s wire "
+            "| BD-rate vs x264, 60 s |",
+            "|---" * 6 + "|",
         ]
-        for m in METRICS:
+        lead, wire = s["by_rate"][LEAD_KIND], s["by_rate"][WIRE_LEAD_KIND]
+        for m in metrics:
             lines.append(
-                f"| {m} | {_fmt(s['metrics'][m], '.4g')} | {_fmt(s['ratio_at_equal_quality'][m])} "
-                f"[{s['ratio_clips_with_overlap'][m]}] | {_fmt(s['ratio_at_equal_quality_wire'][m])} | "
-                f"{_fmt(s['ratio_at_equal_quality_stream_payload'][m])} | "
-                f"{_fmt(s['bd_rate_vs_x264'][m], '+.1f')}% [{s['bd_clips_with_overlap'][m]}] | "
-                f"{_fmt(s['bd_rate_vs_x264_wire'][m], '+.1f')}% | "
-                f"{_fmt(s['bd_rate_vs_x264_stream_payload'][m], '+.1f')}% |"
+                f"| {m} | {_fmt(s['metrics'][m], '.4g')} | {_ratio_cell(lead, m)} | {_bd_cell(lead, m)} | "
+                f"{_ratio_cell(wire, m)} | {_bd_cell(lead, m, 'x264')} |"
             )
-        if s["ratio_notes"]:
-            lines += ["", "Curves that do not overlap (ratio null for these clips):", ""]
-            lines += [f"- {m}: {note}" for m, note in s["ratio_notes"].items()]
+        lines += [
+            "",
+            f"### {prof}: 10 s and 10 min calls, clip length, stream",
+            "",
+            "| metric | ratio 10 s | BD env 10 s | ratio 10 min | BD env 10 min | ratio clip | BD env clip "
+            "| ratio stream | BD env stream |",
+            "|---" * 9 + "|",
+        ]
+        for m in metrics:
+            cells = []
+            for kind in ("call10", "call600", "payload", "stream_payload"):
+                k = s["by_rate"][kind]
+                cells += [_ratio_cell(k, m), _bd_cell(k, m)]
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        if lead["ratio_notes"]:
+            lines += ["", "Curves that do not overlap (60 s ratio null for these clips):", ""]
+            lines += [f"- {m}: {note}" for m, note in lead["ratio_notes"].items() if m in metrics]
         lines.append("")
+    lines += _media_lines(summary, meta)
     lines += [
-        "## All configurations (means over clips)",
+        "## All configurations (means over clips, 60 s call rate)",
         "",
-        "| configuration | point | clips | payload kbit/s | wire kbit/s | keyframe B | " + " | ".join(METRICS) + " |",
-        "|---" * (6 + len(METRICS)) + "|",
+        "| configuration | point | clips | kbit/s 60 s | wire 60 s | keyframe B | " + " | ".join(metrics) + " |",
+        "|---" * (6 + len(metrics)) + "|",
     ]
     for name, c in sorted(curves.items(), key=lambda kv: (kv[1]["kind"], kv[0])):
         for p in c["points"]:
             lines.append(
-                f"| {name} | {p['label']} | {p['n']} | {_fmt(p['payload_kbps'])} | {_fmt(p['wire_kbps'])} | "
-                f"{_fmt(p['keyframe_bytes'], '.0f')} | "
-                + " | ".join(_fmt(p["metrics"][m], ".4g") for m in METRICS)
+                f"| {name} | {p['label']} | {p['n']} | {_fmt(p['rates'][LEAD_KIND])} | "
+                f"{_fmt(p['rates'][WIRE_LEAD_KIND])} | {_fmt(p['keyframe_bytes'], '.0f')} | "
+                + " | ".join(_fmt(p["metrics"][m], ".4g") for m in metrics)
                 + " |"
             )
     if meta.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in meta["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _media_lines(summary: dict[str, Any], meta: dict[str, Any]) -> list[str]:
+    out_dir = Path(meta.get("out", "."))
+    rows = []
+    for clip in summary["clips"]:
+        sheet, video = media.sheet_path(out_dir, clip), media.video_path(out_dir, clip)
+        if sheet.is_file() or video.is_file():
+            rel = f"{media.MEDIA_DIR}/{sheet.name}", f"{media.MEDIA_DIR}/{video.name}"
+            rows.append(f"| {clip} | [sheet]({rel[0]}) | [video]({rel[1]}) |")
+    if not rows:
+        return []
+    return [
+        "## Pictures at matched rates",
+        "",
+        "Columns: input | fvcall default | x264-medium (real-time, full size) at the nearest 60 s-call rate at or "
+        "above fvcall's | the best-PSNR-Y conventional point at or below that rate. Sheet rows: the scored frames "
+        "with the eyes most closed, the inner brows closest (frown), the mouth most open, and a typical one. "
+        f"Videos: the first {media.VIDEO_SECONDS:g} s.",
+        "",
+        "| clip | contact sheet | side-by-side |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def build(out: Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -328,7 +425,8 @@ def build(out: Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     docs = load(out)
     summary = analyse(docs)
     curves = mean_curves(docs)
-    plots = plot(out, curves, "payload") + plot(out, curves, "wire")
+    meta.setdefault("out", str(out))
+    plots = plot(out, curves, LEAD_KIND) + plot(out, curves, WIRE_LEAD_KIND)
     summary["plots"] = plots
     summary["mean_curves"] = curves
     summary["run"] = meta

@@ -11,16 +11,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import av
+import numpy as np
 
 from codec import metrics as met
 from models.face import CropBox, FaceDetector, FaceMesh
 
 from . import anchors as anc
 from . import clips as clp
+from . import face_metrics as fm
 from . import fvcall as fv
+from . import media, scoring
+from . import perceptual as pm
 from .rate import data_channel_rate, rtp_rate
 
-SCHEMA = 1  # bump when a result file's meaning changes: older files are recomputed
+SCHEMA = 2  # bump when a result file's meaning changes: older files are recomputed
 RUNS_DIR = "runs"  # per clip x configuration JSONs, under --out
 
 Progress = Callable[[str], None]
@@ -38,6 +42,12 @@ class RunOptions:
     weights: Path | None = None
     use_vmaf: bool = True
     versions: dict[str, object] = field(default_factory=dict)
+    face_metrics: bool = True
+    """dlib AKD / identity / expression (needs the bench extra)."""
+    perceptual_weights: Path | None = None
+    """Folder with the LPIPS / DISTS weight files (perceptual.py); None: not computed."""
+    media: bool = True
+    """Per clip contact sheet and side-by-side video."""
 
     def run_key(self) -> dict[str, object]:
         """What must match for a cached result to be reused."""
@@ -47,11 +57,18 @@ class RunOptions:
             "frames": self.frames,
             "scored_frames": self.scored_frames,
             "vmaf": self.use_vmaf,
+            "face_metrics": self.face_metrics,
+            "perceptual": str(self.perceptual_weights) if self.perceptual_weights else None,
         }
 
 
 def result_path(out: Path, clip_id: str, config_name: str) -> Path:
     return out / RUNS_DIR / f"{clip_id}__{config_name}.json"
+
+
+def complete_path(out: Path, clip_id: str) -> Path:
+    """Marker written when every configuration of a clip is done (an interrupted clip stays out of summaries)."""
+    return out / RUNS_DIR / f"{clip_id}.complete"
 
 
 def finite_or_none(x: float) -> float | None:
@@ -96,7 +113,8 @@ def configs_for(opts: RunOptions, fps: float) -> list[str]:
 
 
 def all_cached(opts: RunOptions, clip_id: str, fps: float) -> bool:
-    return all(_cached(result_path(opts.out, clip_id, n), opts) for n in configs_for(opts, fps))
+    media_done = not opts.media or media.done(opts.out, clip_id)
+    return media_done and all(_cached(result_path(opts.out, clip_id, n), opts) for n in configs_for(opts, fps))
 
 
 def _seed(clip_id: str) -> int:
@@ -152,17 +170,20 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
     }
     profiles = sorted({c.profile for c in opts.fv_configs})
     estimators = {p: fv.make_caching_estimator(p, opts.size, opts.weights) for p in profiles}
-    references: dict[tuple, met.Reference] = {}
+    references: dict[tuple, scoring.Scorer] = {}
+    analyzer = fm.FaceAnalyzer() if opts.face_metrics else None
+    perceptual = pm.Perceptual.from_dir(opts.perceptual_weights) if opts.perceptual_weights else None
 
-    def reference_for(boxes: list[CropBox]) -> met.Reference:
+    def reference_for(boxes: list[CropBox]) -> scoring.Scorer:
         key = tuple(tuple(b.to_list()) for b in boxes)
         if key not in references:
-            references[key] = met.Reference(clp.crops(clip.frames, boxes, opts.size), scored, mesh, opts.use_vmaf)
+            crops_ = clp.crops(clip.frames, boxes, opts.size)
+            references[key] = scoring.Scorer(crops_, scored, mesh, opts.use_vmaf, analyzer, perceptual)
         return references[key]
 
-    fv_cache: dict[tuple[str, fv.FvSetting], tuple[fv.FvRun, met.Scores, float]] = {}
+    fv_cache: dict[tuple[str, fv.FvSetting], tuple[fv.FvRun, scoring.Scores, float]] = {}
 
-    def fv_point(profile: str, s: fv.FvSetting) -> tuple[fv.FvRun, met.Scores, float]:
+    def fv_point(profile: str, s: fv.FvSetting) -> tuple[fv.FvRun, scoring.Scores, float]:
         if (profile, s) not in fv_cache:
             t0 = time.perf_counter()
             r = fv.run_setting(
@@ -193,6 +214,7 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
                         "rate": rate.to_dict(),
                         "metrics": sc.means,
                         "kp_missing": sc.kp_missing,
+                        "face_missing": sc.face_missing,
                         "stats": run.stats,
                         "boxes": _rle_boxes(run.boxes),
                         "seconds": secs,
@@ -238,6 +260,7 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
                             "rate": rate.to_dict(),
                             "metrics": sc.means,
                             "kp_missing": sc.kp_missing,
+                            "face_missing": sc.face_missing,
                             "sei_bytes_stripped": run.stripped_bytes,
                             "seconds": time.perf_counter() - t0,
                             "per_frame": sc.per_frame,
@@ -267,6 +290,21 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
                         "points": points,
                     },
                 )
+        if opts.media and (opts.force or not media.done(opts.out, clip.clip_id)) and lead is not None:
+            crops = clp.crops(clip.frames, ref_boxes, opts.size)
+            scorer = reference_for(ref_boxes)
+
+            def render_fv(frames_wanted: set[int]) -> dict[int, np.ndarray]:
+                s = fv.DEFAULT_SETTING
+                r = fv.run_setting(
+                    clip.frames, clip.fps, clip.box, lead, opts.size, s, estimators[lead], frames_wanted, opts.weights
+                )
+                return r.outputs
+
+            notes += media.make(opts.out, clip.clip_id, clip.fps, crops, scored, scorer, lead, render_fv, opts.anchors)
+            progress(f"{clip.clip_id} media")
+        # every configuration of this clip is on disk: its figures may enter the summary
+        complete_path(opts.out, clip.clip_id).write_text(json.dumps({"clip": clip.clip_id, "run_key": opts.run_key()}))
     finally:
         for e in estimators.values():
             e.close_inner()
@@ -276,7 +314,8 @@ def process_clip(source: Path | None, root: Path | None, opts: RunOptions, progr
 
 def count_units(opts: RunOptions, fps: float) -> int:
     """Progress-bar units of one clip: one per point."""
-    return sum(len(c.settings) for c in opts.fv_configs) + sum(len(a.values) for a in opts.anchors if a.applies(fps))
+    points = sum(len(c.settings) for c in opts.fv_configs) + sum(len(a.values) for a in opts.anchors if a.applies(fps))
+    return points + (1 if opts.media else 0)
 
 
 def options_dict(opts: RunOptions) -> dict[str, object]:
