@@ -54,7 +54,7 @@ def test_identical_images_score_zero_and_different_ones_more(tmp_path: Path) -> 
 def test_one_metric_runs_when_the_other_is_missing(tmp_path: Path) -> None:
     _write_random(tmp_path, dists_head=False)
     p = pm.Perceptual.from_dir(tmp_path)
-    assert set(p.nets) == {"lpips"} and "weights.pth" in p.skipped["dists"]
+    assert set(p.nets) == {"lpips"} and "weights.pt (" in p.skipped["dists"]
 
 
 def test_missing_and_mismatched_files_are_one_line_errors(tmp_path: Path) -> None:

@@ -40,11 +40,17 @@ WEIGHT_FILES = {
 """Role -> accepted file stems (with .pth, .pt or .safetensors)."""
 SUFFIXES = (".pth", ".pt", ".safetensors")
 NEEDS = {"lpips": ("alexnet", "lpips_alex"), "dists": ("vgg16", "dists")}
+FILE_NAMES = {
+    "alexnet": "alexnet-owt-7be5be79.pth",
+    "lpips_alex": "alex.pth",
+    "vgg16": "vgg16-397923af.pth",
+    "dists": "weights.pt",
+}
 SOURCES = {
-    "alexnet": "torchvision AlexNet_Weights.IMAGENET1K_V1 (alexnet-owt-7be5be79.pth)",
-    "lpips_alex": "lpips project, lpips/weights/v0.1/alex.pth",
-    "vgg16": "torchvision VGG16_Weights.IMAGENET1K_V1 (vgg16-397923af.pth)",
-    "dists": "DISTS_pytorch project, DISTS_pytorch/weights.pt",
+    "alexnet": "torchvision AlexNet_Weights.IMAGENET1K_V1",
+    "lpips_alex": "the lpips project's lpips/weights/v0.1/alex.pth",
+    "vgg16": "torchvision VGG16_Weights.IMAGENET1K_V1",
+    "dists": "the DISTS_pytorch project's DISTS_pytorch/weights.pt",
 }
 BATCH = 8  # frames per forward pass: small enough for a busy 2-core box
 
@@ -257,7 +263,7 @@ class Perceptual:
         for metric, (backbone_role, head_role) in NEEDS.items():
             missing = [r for r in (backbone_role, head_role) if found[r] is None]
             if missing:
-                skipped[metric] = "missing " + "; ".join(f"{WEIGHT_FILES[r][0]}.pth ({SOURCES[r]})" for r in missing)
+                skipped[metric] = "missing " + "; ".join(f"{FILE_NAMES[r]} ({SOURCES[r]})" for r in missing)
                 continue
             paths = [found[backbone_role], found[head_role]]
             assert paths[0] is not None and paths[1] is not None
