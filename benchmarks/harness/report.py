@@ -101,7 +101,8 @@ def analyse(docs: list[dict[str, Any]]) -> dict[str, Any]:
     too_short: dict[str, float] = {}
     for d in docs:
         seconds = d["frames"] / d["clip_fps"]
-        if seconds < MIN_CLIP_SECONDS:
+        cap = d.get("run_key", {}).get("frames")
+        if seconds < MIN_CLIP_SECONDS and (cap is None or d["frames"] < cap):  # a --frames cap is the user's choice
             too_short[d["clip"]] = seconds
             continue
         by_clip[d["clip"]].append(d)
