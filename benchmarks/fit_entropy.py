@@ -32,6 +32,7 @@ from codec.encoder import FaceEncoder
 from codec.params import FrameParams, QuantSpec
 from codec.profiles import DEFAULT_PROFILE
 from models.face import N_LANDMARKS
+from models.mesh import shape
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLIPS = ROOT.parent / "shared" / "data" / "raw"
@@ -175,6 +176,12 @@ def sequences(data: list[ClipData]) -> list[np.ndarray]:
     return out
 
 
+def _tracked(d: ClipData) -> np.ndarray:
+    lm = d.arrays["landmarks"].astype(np.float64)
+    ok = np.isfinite(lm).all(axis=(1, 2))
+    return lm[ok][::3] / 256.0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=Path, default=DEFAULT_CLIPS, help="folder of real clips (MANIFEST.md beside it)")
@@ -203,6 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     model = entropy.fit(sequences(fit_set), n_expr, DEFAULT_PROFILE, entropy.basis_id(DEFAULT_PROFILE), provenance)
     path = entropy.save(model, a.out)
     print(f"wrote {path}")
+    shapes = np.concatenate([_tracked(d) for d in fit_set])
+    rig_model = shape.fit(shapes, provenance | {"frames": len(shapes), "what": "every 3rd tracked frame"})
+    print(f"wrote {shape.MODEL_PATH} ({len(shapes)} landmark sets)")
+    for name, part in (("fit", fit_set), ("held-out", held)):
+        kfs = [(lm, d) for d in part for lm in d.arrays["kf_landmarks"]]
+        sizes, errs = [], []
+        for lm, _ in kfs:
+            data = shape.encode(lm, 256, rig_model)
+            sizes.append(len(data))
+            errs.append(np.abs(shape.decode(data, 256, rig_model) - lm))
+        err = np.concatenate(errs)
+        print(
+            f"rig {name}: {len(kfs)} keyframes, {np.mean(sizes):.0f} B mean (max {max(sizes)}), "
+            f"v1 {np.mean([d.arrays['kf_aux_bytes'].mean() for d in part]):.0f} B; error RMS "
+            f"{np.sqrt((err[:, :2] ** 2).mean()):.3f} px (x, y), max {err.max():.2f} px"
+        )
     for name, part in (("fit", fit_set), ("held-out", held)):
         seqs = sequences(part)
         print(f"{name}: {len(part)} clips, {sum(len(s) for s in seqs)} frames")
