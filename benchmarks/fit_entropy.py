@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness.param_cache import (
+
+from benchmarks.harness.param_cache import (
     DEFAULT_CACHE,
     DEFAULT_CLIPS,
     DEFAULT_FRAMES,
@@ -33,8 +34,7 @@ from harness.param_cache import (
     sequences,
     split,
 )
-
-from codec import entropy
+from codec import entropy, profiles
 from codec.params import QuantSpec
 from codec.profiles import DEFAULT_PROFILE
 from models.mesh import shape
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         "extracted_with": "codec.encoder.FaceEncoder defaults (benchmarks/fit_entropy.py)",
         "date": time.strftime("%Y-%m-%d"),
     }
-    model = entropy.fit(sequences(fit_set), n_expr, DEFAULT_PROFILE, entropy.basis_id(DEFAULT_PROFILE), provenance)
+    basis = profiles.get(DEFAULT_PROFILE).basis_id()
+    model = entropy.fit(sequences(fit_set), n_expr, DEFAULT_PROFILE, basis, provenance)
     path = entropy.save(model, a.out)
     print(f"wrote {path}")
     shapes = np.concatenate([_tracked(d) for d in fit_set])

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from harness.metrics import luma, psnr
 
 from codec import keyframe
+from codec.metrics import psnr_y
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "results" / "entropy" / "params"
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 for img in images:
                     data = keyframe.encode(img, crf, preset, tune)
                     sizes.append(len(data))
-                    scores.append(psnr(luma(keyframe.decode(data, img.shape[0])), luma(img)))
+                    scores.append(psnr_y(keyframe.decode(data, img.shape[0]), img))
                 ms = (time.perf_counter() - t0) * 1000 / len(images)
                 rows.append(
                     {

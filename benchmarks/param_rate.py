@@ -27,9 +27,9 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
-from harness.param_cache import DEFAULT_CACHE, DEFAULT_CLIPS, DEFAULT_FRAMES, ClipData, load_all, split
 
-from codec import entropy, keyframe, packet
+from benchmarks.harness.param_cache import DEFAULT_CACHE, DEFAULT_CLIPS, DEFAULT_FRAMES, ClipData, load_all, split
+from codec import entropy, keyframe, profiles, wire
 from codec.params import INT8_MAX, QuantSpec
 from codec.profiles import DEFAULT_PROFILE
 from codec.rate import data_channel_wire_bytes
@@ -70,8 +70,8 @@ def clip_rates(d: ClipData, coder: entropy.Coder, steps: np.ndarray, k: int) -> 
         q = np.clip(np.rint(a["vec"][idx] / steps), -INT8_MAX, INT8_MAX).astype(np.int64)
         ms = np.rint(idx * 1000 / fps).astype(int)
         for i in range(0, len(idx), k):
-            msg = packet.ParamsMessage(int(ms[i]), int(kf), False, tuple(q[i : i + k]), tuple(ms[i : i + k] - ms[i]))
-            sizes.append(len(packet.encode(msg, coder)))
+            msg = wire.Params(int(ms[i]), int(kf), wire.Flags.NONE, tuple(q[i : i + k]), tuple(ms[i : i + k] - ms[i]))
+            sizes.append(len(wire.encode(msg, coder)))
     return {"bytes": sizes, "frames": int(a["sent"].sum())}
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_all(a.clips, a.cache, a.frames)
     held = {d.clip for d in split(data)[1]}
     n_expr = int(data[0].arrays["n_expr"])
-    model = entropy.load(DEFAULT_PROFILE, n_expr)
+    model = entropy.load(DEFAULT_PROFILE, n_expr, profiles.get(DEFAULT_PROFILE).basis_id())
     quant = QuantSpec().scaled(a.quant_scale)
     steps = quant.steps(n_expr)
     rows = []

@@ -51,6 +51,11 @@ class Encoder(ABC):
         """Handle a control message from the receiver; returns packets to send back."""
 
     @abstractmethod
+    def flush(self) -> list[Packet]:
+        """Packets for frames still waiting to share a message with the next one (frames per message
+        above 1); call when the source ends or pauses."""
+
+    @abstractmethod
     def restart(self) -> None:
         """A new receiver (or a new connection): send the header and a keyframe again."""
 
@@ -105,7 +110,12 @@ class Decoder(ABC):
 
     @abstractmethod
     def render(self) -> np.ndarray | None:
-        """The frame for the newest parameters received, or None before the first keyframe."""
+        """The frame for the newest parameters due now, or None before the first keyframe."""
+
+    @abstractmethod
+    def next_due(self) -> float | None:
+        """Seconds until a frame that arrived early (the later frames of a message are shown one
+        frame period apart) becomes due; None when none waits. Wake render() then."""
 
     @abstractmethod
     def set_view(self, yaw: float, pitch: float, roll: float) -> None:

@@ -145,19 +145,6 @@ def generic(n_expr: int) -> Model:
     return Model(n_expr, intra, delta)
 
 
-def basis_id(profile: str) -> str:
-    """Identifier of the profile's expression parameterisation (what a fitted model is valid for)."""
-    if profile == "mesh":
-        from models.mesh import expression
-
-        key = getattr(expression, "BASIS_ID", None)
-        if key:
-            return str(key)
-        desc = json.dumps([[k.name, k.index, k.axis, k.sigma, k.region] for k in expression.KEYPOINTS])
-        return "kp-" + hashlib.sha256(desc.encode()).hexdigest()[:8]
-    return profile
-
-
 def _file(profile: str, n_expr: int, basis: str, folder: Path = MODEL_DIR) -> Path:
     return folder / f"{profile}-{n_expr}-{basis}.json"
 
@@ -184,9 +171,8 @@ def save(model: Model, folder: Path = MODEL_DIR) -> Path:
     return path
 
 
-def load(profile: str, n_expr: int, basis: str | None = None, folder: Path = MODEL_DIR) -> Model:
-    """The fitted model for this estimator, or generic(n_expr) when none matches."""
-    basis = basis if basis is not None else basis_id(profile)
+def load(profile: str, n_expr: int, basis: str, folder: Path = MODEL_DIR) -> Model:
+    """The fitted model for this estimator (profile, expression size, basis id), or generic(n_expr)."""
     path = _file(profile, n_expr, basis, folder)
     if not path.is_file():
         return generic(n_expr)
@@ -226,24 +212,33 @@ class Coder:
                 w = np.rint(w * rel[None, :] / rel[:, None]).astype(np.int64)  # identity for scaled()
             self._weights.append(w)
         self._families = [np.asarray(c.family) for c in (model.intra, model.delta)]
+        # Plain Python numbers for the per-value loop (numpy scalar calls dominate otherwise).
+        self._rows = [
+            [[int(v) for v in w[i, :i]] if w[i, :i].any() else [] for i in range(self.n)] for w in self._weights
+        ]
+        self._scale_lists = [[float(v) for v in s] for s in self._scales]
+        self._family_lists = [[int(v) for v in f] for f in self._families]
 
     def _code_frame(self, coder: object, ctx: int, x: np.ndarray | None, prev: np.ndarray | None) -> np.ndarray:
-        """Encode x (coder is a RangeEncoder) or decode a frame (x None, RangeDecoder), value by value
-        where a prediction links them, in runs of one family otherwise."""
-        w, scales, fam = self._weights[ctx], self._scales[ctx], self._families[ctx]
-        out = np.zeros(self.n, np.int64)
-        base = np.zeros(self.n, np.int64) if prev is None else prev.astype(np.int64)
+        """Encode x (coder is a RangeEncoder) or decode a frame (x None, RangeDecoder), value by value:
+        each value's mean depends on the ones before it."""
+        w, scales, fam = self._rows[ctx], self._scale_lists[ctx], self._family_lists[ctx]
+        out = [0] * self.n
+        base = [0] * self.n if prev is None else [int(v) for v in prev]
+        resid = [0] * self.n
         for i in range(self.n):
-            mean_q = int(w[i, :i] @ (out[:i] - base[:i])) if i else 0
-            mean = float(np.clip(base[i] + mean_q / (1 << PREDICT_BITS), -INT8_MAX, INT8_MAX))
-            model = _MODELS[int(fam[i])]
+            row = w[i]
+            mean_q = sum(row[j] * resid[j] for j in range(i)) if row else 0  # exact integers
+            mean = min(max(base[i] + mean_q / (1 << PREDICT_BITS), -INT8_MAX), INT8_MAX)
+            model = _MODELS[fam[i]]
             m, s = np.array([mean]), np.array([scales[i]])
             if x is not None:
-                coder.encode(np.array([x[i]], np.int32), model, m, s)  # type: ignore[attr-defined]
-                out[i] = x[i]
+                coder.encode(np.array([int(x[i])], np.int32), model, m, s)  # type: ignore[attr-defined]
+                out[i] = int(x[i])
             else:
                 out[i] = int(coder.decode(model, m, s)[0])  # type: ignore[attr-defined]
-        return out
+            resid[i] = out[i] - base[i]
+        return np.array(out, np.int64)
 
     def encode(self, frames: list[np.ndarray], times_ms: list[int]) -> bytes:
         """Values (int, pose first) of 1..MAX_BATCH consecutive frames -> bytes (shortest that decode)."""

@@ -240,6 +240,8 @@ async def run_sender(
         elif conn.closed.is_set():
             dropped = True
         else:
+            for p in encoder.flush():  # the frame still waiting for its message partner
+                frames_sent += conn.send(p.data, p.reliable) and not p.reliable
             conn.send(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), reliable=True)
             await _flush(conn)
     finally:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import read_frames
 
-from codec import entropy, packet
+from codec import entropy, profiles, wire
 from codec.encoder import FaceEncoder
 from codec.params import INT8_MAX, QuantSpec
 
@@ -20,7 +20,7 @@ GOLDEN_FRAMES = (
     np.array([3, -2, 1, 5, -1, 2, 0, 1, -1, 0, 0, 2, 1, 0, 0, 1, -1]),
     np.array([4, -2, 1, 6, -1, 2, 0, 1, -1, 0, 0, 3, 1, 0, 0, 1, -1]),
 )
-GOLDEN_MESSAGE = packet.ParamsMessage(70000, 19, False, GOLDEN_FRAMES, (0, 41))
+BASIS = profiles.get("mesh").basis_id()
 
 
 def _coder(model: entropy.Model | None = None, quant: QuantSpec | None = None) -> entropy.Coder:
@@ -44,23 +44,13 @@ def real_values() -> list[np.ndarray]:
     return out
 
 
-def test_golden_params_message() -> None:
-    coder = _coder()
-    data = packet.encode(GOLDEN_MESSAGE, coder)
-    assert data == (GOLDEN / "params_v2.bin").read_bytes()
-    got = packet.decode(data, coder)
-    assert (got.capture_ms, got.kf_id, got.no_face, got.offsets_ms) == (70000 % 65536, 3, False, (0, 41))
-    assert all(np.array_equal(a, b) for a, b in zip(got.frames, GOLDEN_FRAMES, strict=True))
-
-
-def test_golden_no_face_and_model_bytes() -> None:
-    assert packet.encode(packet.ParamsMessage(65535, 15, True), None) == b"\x7e\xff\xff"
+def test_golden_model_bytes() -> None:
     assert entropy.generic(N_EXPR).to_bytes() == (GOLDEN / "entropy_model_generic_11.bin").read_bytes()
 
 
 @pytest.mark.parametrize("batch", [1, 2, 4])
 def test_round_trip_real_sequences(real_values: list[np.ndarray], batch: int) -> None:
-    model = entropy.load("mesh", N_EXPR)
+    model = entropy.load("mesh", N_EXPR, BASIS)
     for quant in (QuantSpec(), QuantSpec().scaled(4.0), QuantSpec().scaled(0.5)):
         coder = _coder(model, quant)
         steps = quant.steps(N_EXPR)
@@ -74,7 +64,7 @@ def test_round_trip_real_sequences(real_values: list[np.ndarray], batch: int) ->
 
 
 def test_fitted_model_beats_v1_and_quant_knob_trades_rate(real_values: list[np.ndarray]) -> None:
-    model = entropy.load("mesh", N_EXPR)
+    model = entropy.load("mesh", N_EXPR, BASIS)
     assert model.name != "generic", "the shipped model for the mesh profile is missing"
     seqs = [np.array(real_values)]
     bits = {s: entropy.estimate_bits(model, seqs, QuantSpec().scaled(s))["k=1"] for s in (1.0, 2.0, 4.0)}
@@ -103,7 +93,7 @@ def test_shipped_models_have_provenance() -> None:
 
 
 def test_model_travels_in_the_header() -> None:
-    model = entropy.load("mesh", N_EXPR)
+    model = entropy.load("mesh", N_EXPR, BASIS)
     again = entropy.Model.from_bytes(model.to_bytes(), N_EXPR)
     assert again.model_id() == model.model_id()
     a, b = _coder(model), _coder(again)
@@ -125,31 +115,15 @@ def test_bad_model_bytes(data: bytes, message: str) -> None:
     assert str(err.value) == message
 
 
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        (b"\x40", "malformed packet: params truncated"),
-        (b"\x41\x00\x00\x00", "malformed packet: params reserved bit set"),
-        (b"\x42\x00\x00\x01", "malformed packet: no-face params carry values"),
-        (b"\x40\x00\x00", "malformed packet: params without values"),
-        (b"\x40" + b"\x00" * 600, "packet too large: 601 bytes (limit 512)"),
-        (b"\x93\x13\x00", "malformed packet: not a params message"),
-    ],
-)
-def test_bad_params_exact_message(data: bytes, message: str) -> None:
-    with pytest.raises(packet.PacketError) as err:
-        packet.decode(data, _coder())
-    assert str(err.value) == message
-
-
 def test_random_bodies_never_crash() -> None:
     coder = _coder()
     rng = np.random.default_rng(5)
     for _ in range(3000):
         data = bytes([0x40]) + bytes(rng.integers(0, 256, int(rng.integers(1, 40)), dtype=np.uint8))
         try:
-            msg = packet.decode(data, coder)
-        except packet.PacketError:
+            msg = wire.decode(data, coder)
+        except wire.WireError:
             continue
+        assert isinstance(msg, wire.Params)
         assert 1 <= len(msg.frames) <= entropy.MAX_BATCH
         assert all(f.shape == (17,) and np.all(np.abs(f) <= INT8_MAX) for f in msg.frames)

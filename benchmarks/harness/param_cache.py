@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from codec import entropy, wire
+from codec import profiles, wire
 from codec.api import Estimator
 from codec.encoder import FaceEncoder
 from codec.params import FrameParams
@@ -134,7 +134,7 @@ def load_all(clips: Path, cache: Path, frames: int) -> list[ClipData]:
     (cache / "params").mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(paths):
         rel = path.relative_to(clips.parent).as_posix()
-        key = f"{entropy.basis_id(DEFAULT_PROFILE)}__{frames}"  # a new estimator or basis: extract again
+        key = f"{profiles.get(DEFAULT_PROFILE).basis_id()}__{frames}"  # a new estimator or basis: extract again
         f = cache / "params" / (re.sub(r"[^A-Za-z0-9._-]+", "-", rel) + f"__{key}.npz")
         if not f.exists():
             t0 = time.perf_counter()
