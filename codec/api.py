@@ -28,6 +28,8 @@ class Packet:
     """One wire message (codec.wire)."""
     reliable: bool
     """True: reliable ordered channel (header, keyframe, control). False: unordered, lossy."""
+    frames: int = 0
+    """Captured frames this message stands for (PARAMS: the frames it carries, or 1 without a face)."""
 
 
 class Encoder(ABC):

@@ -191,6 +191,7 @@ class FaceDecoder(Decoder):
             self.stats.last_error = f"params: values of another length than the header's {n}"
             return []
         self.stats.params += 1
+        self.stats.frames_received += max(1, len(p.frames))
         first = unwrap_ms(p.capture_ms, self._time_ref)
         offsets = p.offsets_ms or (0,) * max(1, len(p.frames))
         frames: list[np.ndarray | None] = list(p.frames) if p.frames else [None]

@@ -93,7 +93,8 @@ class FaceEncoder(Encoder):
     def _emit(self, msg: wire.Message, reliable: bool, keyframe_msg: bool = False) -> Packet:
         data = wire.encode(msg, self.coder)
         self.stats.rate.add(len(data), keyframe_msg)
-        return Packet(data, reliable)
+        frames = max(1, len(msg.frames)) if isinstance(msg, wire.Params) else 0
+        return Packet(data, reliable, frames)
 
     @property
     def face_lost(self) -> bool:

@@ -49,6 +49,8 @@ class DecoderStats:
     """Messages above wire.MAX_MESSAGE_BYTES, dropped unread."""
     params: int = 0
     """Valid PARAMS messages (each carries one or more frames)."""
+    frames_received: int = 0
+    """Frames in valid PARAMS messages (a no-face message counts as one)."""
     stale: int = 0
     """PARAMS messages older than (or as old as) one already accepted: reordered or duplicated."""
     superseded: int = 0
