@@ -28,7 +28,7 @@ from codec import driver
 from codec.api import Packet
 from codec.decoder import FaceDecoder
 from codec.driver import Impairment, LossyLink, TickClock
-from codec.encoder import FaceEncoder
+from codec.encoder import DEFAULT_BATCH, FaceEncoder
 from codec.metrics import psnr
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "DPE" / "s.mp4"
@@ -100,7 +100,9 @@ def run_setting(
         scores.append(psnr(f.output, ref.output, PSNR_CAP_DB) if f.output is not None else 0.0)
         own.append(f.shown_capture_ms == ref.shown_capture_ms)
         # What is shown must be exactly what the lossless call showed for the same frame.
-        wrong += f.output is not None and not np.array_equal(f.output, by_capture.get(f.shown_capture_ms))
+        # (no parameters yet: the keyframe picture itself, what the receiver shows first)
+        want = by_capture.get(f.shown_capture_ms) if f.shown_capture_ms is not None else out[0].output
+        wrong += f.output is not None and not np.array_equal(f.output, want)
         identical += same
         recovered += same and not prev_same
         prev_same = same
@@ -146,12 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     ap.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     ap.add_argument("--out", type=Path, default=Path("results/loss"))
+    ap.add_argument("--frames-per-message", type=int, default=DEFAULT_BATCH, choices=range(1, 5))
     a = ap.parse_args(argv)
     if not a.clip.is_file():
         print(f"loss: no clip at {a.clip}", file=sys.stderr)
         return 1
     frames, fps = read(a.clip, a.frames)
-    encoder, clock = FaceEncoder(fps=fps), TickClock()
+    encoder, clock = FaceEncoder(fps=fps, batch=a.frames_per_message), TickClock()
     lossless = list(driver.run(frames, encoder, FaceDecoder(clock=clock), fps, clock=clock, drain=encoder.batch - 1))
     encoder.close()
     sent = [f.packets for f in lossless]
