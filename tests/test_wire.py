@@ -153,3 +153,14 @@ def test_is_header_peek() -> None:
     assert wire.is_header((GOLDEN / "header_v1.bin").read_bytes())  # reaches the decoder, which refuses it
     assert not any(wire.is_header((GOLDEN / f"{n}_v2.bin").read_bytes()) for n in MESSAGES if n != "header")
     assert not wire.is_header(b"") and not wire.is_header(b"\x92")
+
+
+def test_v1_caller_is_refused_by_the_decoder_with_a_bye_it_understands() -> None:
+    from codec.decoder import FaceDecoder
+
+    dec = FaceDecoder(renderer_factory=lambda h: None)  # never reached
+    replies = dec.receive((GOLDEN / "header_v1.bin").read_bytes())
+    assert dec.error is not None and dec.error.startswith("the peer speaks fvcall wire format v1")
+    assert [r.data for r in replies][-1] == wire.V1_BYE and all(r.reliable for r in replies)
+    assert msgpack.unpackb(wire.V1_BYE) == [0x14, int(wire.Control.BYE), 0]  # v1's own BYE
+    assert dec.header is None and dec.stats.bad_packets == 1
