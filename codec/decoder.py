@@ -303,6 +303,8 @@ class FaceDecoder(Decoder):
             self.kf_id, self._frame = kf_id, image
             self.stats.keyframes += 1
         if p is None or self.kf_id is None or p.kf_id != self.kf_id % wire.PARAMS_KF_MODULO:
+            if pending_kf is not None:
+                self.stats.rendered += 1  # the new keyframe's own picture is shown until its parameters are due
             return self._frame
         t0 = time.perf_counter()
         if p.values is None or self.face_lost:

@@ -167,8 +167,9 @@ def test_real_clip_in_memory_small_packets() -> None:
     clock = driver.TickClock()
     enc, dec = FaceEncoder(fps=25), FaceDecoder(clock=clock)
     out = list(driver.run(frames, enc, dec, 25, clock=clock))
-    # Two frames per message, played one period apart: frame 39 would show at tick 40.
-    assert enc.stats.keyframes == 1 and dec.stats.rendered == 39
+    # Two frames per message, played one period apart: the keyframe picture shows alone at tick 0
+    # (frame 0's parameters wait for frame 1), frame 39 would show at tick 40.
+    assert enc.stats.keyframes == 1 and dec.stats.rendered == 40
     params_bytes = [o.sent_bytes for o in out[1:] if o.sent_bytes]
     assert max(params_bytes) < 30 and np.mean(params_bytes) < 20  # two frames each
     assert all(o.output is not None and o.output.shape == (256, 256, 3) for o in out)
