@@ -106,10 +106,11 @@ def run_setting(
         identical += same
         recovered += same and not prev_same
         prev_same = same
+    rendered = dec.stats.rendered - dec.stats.keyframe_pictures  # frames of parameters
     return Result(
         name,
-        dec.stats.rendered,
-        frames_sent - dec.stats.rendered,
+        rendered,
+        frames_sent - rendered,
         recovered,
         identical,
         float(np.mean(scores)),

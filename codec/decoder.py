@@ -305,6 +305,7 @@ class FaceDecoder(Decoder):
         if p is None or self.kf_id is None or p.kf_id != self.kf_id % wire.PARAMS_KF_MODULO:
             if pending_kf is not None:
                 self.stats.rendered += 1  # the new keyframe's own picture is shown until its parameters are due
+                self.stats.keyframe_pictures += 1
             return self._frame
         t0 = time.perf_counter()
         if p.values is None or self.face_lost:

@@ -49,6 +49,8 @@ class DecoderStats:
     """Messages above wire.MAX_MESSAGE_BYTES, dropped unread."""
     params: int = 0
     """Valid PARAMS messages (each carries one or more frames)."""
+    keyframe_pictures: int = 0
+    """Renders that showed a new keyframe's own picture, before its first parameters were due (in rendered)."""
     frames_received: int = 0
     """Frames in valid PARAMS messages (a no-face message counts as one)."""
     stale: int = 0
