@@ -75,7 +75,7 @@ QUICK_ANCHORS = [
 # fvcall knobs: quantization step factor, keyframe CRF, send every k-th frame; combos reach lowest rates.
 FULL_FV = dict(
     quant=(1.0, 2.0, 4.0),
-    kf_crf=(18, 26, 34),
+    kf_crf=(21, 26, 34),
     every=(1, 2, 3),
     combo=(fv.FvSetting(2.0, 26, 2), fv.FvSetting(4.0, 34, 3)),
 )

@@ -20,12 +20,13 @@ import numpy as np
 
 from codec import wire
 from codec.decoder import FaceDecoder
-from codec.fuzzing import SIZE, fuzz_session, mutate
+from codec.fuzzing import SIZE, fuzz_coder, fuzz_session, mutate
 
 GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "golden"
 DEFAULT_CASES = 100_000
 STRUCTURED_SHARE = 0.4  # share of cases built as near-valid msgpack, the rest mutate the corpus
 RESET_EVERY = 5_000  # a fresh session now and then: state reached by earlier cases varies
+HANG_S = 1.0  # one case taking more CPU time than this counts as a hang
 
 
 def session() -> tuple[FaceDecoder, list[bytes]]:
@@ -61,21 +62,23 @@ def value(rng: np.random.Generator, depth: int = 0) -> object:
     }
 
 
+MODEL = fuzz_coder().model.to_bytes()
+
+
+def fuzz_mutate_model(rng: np.random.Generator) -> bytes:
+    """The session's entropy model with a few bytes changed, cut or added."""
+    return mutate(rng, MODEL, [MODEL])
+
+
 def near_valid(rng: np.random.Generator) -> bytes:
     kind = int(rng.integers(0, 5))
-    if kind == 0:
-        body = [
-            0x13,
-            int(rng.integers(-1, 70000)),
-            int(rng.integers(-1, 2**33)),
-            int(rng.integers(-1, 300)),
-            int(rng.integers(-1, 3)),
-            bytes(rng.integers(0, 256, int(rng.integers(0, 250)), dtype=np.uint8)),
-        ]
-    elif kind == 1:
-        body = [0x12, int(rng.integers(-1, 300)), int(rng.integers(-1, 200)), int(rng.integers(-1, 200)), value(rng)]
+    if kind == 0:  # binary PARAMS: a tag byte, a 16-bit time, a range-coded body
+        tag = 0x40 | int(rng.integers(0, 64)) if rng.random() < 0.8 else int(rng.integers(0, 256))
+        return bytes([tag]) + bytes(rng.integers(0, 256, int(rng.integers(0, 40)), dtype=np.uint8))
+    if kind == 1:
+        body = [0x22, int(rng.integers(-1, 300)), int(rng.integers(-1, 200)), int(rng.integers(-1, 200)), value(rng)]
     elif kind == 2:
-        body = [0x14, int(rng.integers(-2, 6)), int(rng.integers(-(2**40), 2**40))]
+        body = [0x24, int(rng.integers(-2, 6)), int(rng.integers(-(2**40), 2**40))]
     elif kind == 3:
         near = {
             "profile": "mesh",
@@ -83,11 +86,13 @@ def near_valid(rng: np.random.Generator) -> bytes:
             "fps": value(rng, 2),
             "n_expr": int(rng.integers(-1, 5)),
             "steps": [float(rng.uniform(-1, 2)) for _ in range(int(rng.integers(3, 6)))],
+            "time_ms": int(rng.integers(-1, 2**33)),
+            "entropy": MODEL if rng.random() < 0.5 else fuzz_mutate_model(rng),
         }
-        body = [0x11, value(rng) if rng.random() < 0.3 else near]
+        body = [0x21, value(rng) if rng.random() < 0.3 else near]
     else:
         body = [
-            int(rng.choice([0x10, 0x15, 0x1F, 0x21, 0x01, -1, 255])),
+            int(rng.choice([0x20, 0x25, 0x2F, 0x11, 0x13, 0x01, -1, 255])),
             *[value(rng) for _ in range(int(rng.integers(0, 7)))],
         ]
     if rng.random() < 0.3:
@@ -106,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus = [p.read_bytes() for p in sorted(GOLDEN.glob("*.bin"))] + valid
     crashes: list[tuple[str, bytes, str]] = []
     counts = {"wire_error": 0, "decoded": 0, "structured": 0, "mutated": 0}
+    coder = fuzz_coder()
+    slowest, slowest_wall, hangs = 0.0, 0.0, 0
     t0 = time.perf_counter()
     for i in range(a.cases):
         if i % RESET_EVERY == 0 and i:
@@ -113,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         structured = rng.random() < STRUCTURED_SHARE
         counts["structured" if structured else "mutated"] += 1
         data = near_valid(rng) if structured else mutate(rng, corpus[int(rng.integers(0, len(corpus)))], corpus)
+        t_case, cpu_case = time.perf_counter(), time.process_time()
         try:
-            wire.decode(data)
+            wire.decode(data, coder)
             counts["decoded"] += 1
         except wire.WireError:
             counts["wire_error"] += 1
@@ -127,20 +135,27 @@ def main(argv: list[str] | None = None) -> int:
                 dec.render()
         except Exception:
             crashes.append(("FaceDecoder", data, traceback.format_exc(limit=3)))
+        # CPU time, not wall time: on a shared machine a starved process is not a hang.
+        case_s = time.process_time() - cpu_case
+        slowest, slowest_wall = max(slowest, case_s), max(slowest_wall, time.perf_counter() - t_case)
+        hangs += case_s > HANG_S
     dt = time.perf_counter() - t0
     print(
         f"fuzz: {a.cases} cases in {dt:.1f} s ({a.cases / dt:.0f}/s): {counts['structured']} structured, "
         f"{counts['mutated']} mutated; wire.decode accepted {counts['decoded']}, rejected "
         f"{counts['wire_error']} with WireError; decoder bad packets {dec.stats.bad_packets} (last session)"
     )
-    print(f"fuzz: {len(crashes)} crashes")
+    print(
+        f"fuzz: {len(crashes)} crashes, {hangs} hangs (over {HANG_S:g} s CPU); slowest case {slowest * 1000:.1f} ms "
+        f"CPU, {slowest_wall * 1000:.0f} ms wall"
+    )
     for where, data, tb in crashes[:5]:
         print(f"  {where}: {data[:40].hex()}...\n{tb}")
     if crashes and a.out:
         a.out.mkdir(parents=True, exist_ok=True)
         for n, (_, data, _) in enumerate(crashes):
             (a.out / f"crash_{n:04d}.bin").write_bytes(data)
-    return 1 if crashes else 0
+    return 1 if crashes or hangs else 0
 
 
 if __name__ == "__main__":

@@ -133,11 +133,12 @@ def run_codec(
     profile: str, frames: list[np.ndarray], fps: float, size: int, weights: Path | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
     """(real crops, outputs) at `size` through the in-memory codec driver (FaceEncoder -> FaceDecoder), and stats."""
-    enc, dec = FaceEncoder(profile, size=size, fps=fps, weights=weights), FaceDecoder(weights=weights)
+    clock = driver.TickClock()
+    enc, dec = FaceEncoder(profile, size=size, fps=fps, weights=weights, batch=1), FaceDecoder(weights, clock=clock)
     refs, outs = [], []
     t0 = time.perf_counter()
     try:
-        for lf in driver.run(frames, enc, dec, fps):
+        for lf in driver.run(frames, enc, dec, fps, clock=clock):  # batch 1: frame i shows at tick i
             if enc.last_crop is None or lf.output is None:
                 raise RuntimeError(f"{profile} codec showed nothing for frame {lf.index} (no face found)")
             refs.append(enc.last_crop.copy())

@@ -28,7 +28,7 @@ from codec import driver
 from codec.api import Packet
 from codec.decoder import FaceDecoder
 from codec.driver import Impairment, LossyLink, TickClock
-from codec.encoder import FaceEncoder
+from codec.encoder import DEFAULT_BATCH, FaceEncoder
 from codec.metrics import psnr
 
 DEFAULT_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "raw" / "DPE" / "s.mp4"
@@ -69,7 +69,9 @@ class Result:
     psnr: list[float]
     """Per-frame PSNR."""
     own: list[bool]
-    """Per frame: the receiver shows this frame's own parameters."""
+    """Per frame: the receiver shows what the lossless call shows at this tick."""
+    wrong: int = 0
+    """Frames shown that differ from the lossless call's frame for the same capture time (must be 0)."""
 
 
 def read(clip: Path, n: int) -> tuple[list[np.ndarray], float]:
@@ -80,30 +82,41 @@ def read(clip: Path, n: int) -> tuple[list[np.ndarray], float]:
 
 
 def run_setting(
-    name: str, imp: Impairment, sent: list[list[Packet]], reference: list[np.ndarray], fps: float
+    name: str,
+    imp: Impairment,
+    sent: list[list[Packet]],
+    lossless: list[driver.DriverFrame],
+    fps: float,
+    frames_sent: int,
 ) -> Result:
     clock = TickClock()
     dec = FaceDecoder(clock=clock)
     out = list(driver.replay(sent, dec, fps, LossyLink(imp), clock))
-    scores, own, identical, recovered = [], [], 0, 0
+    by_capture = {f.shown_capture_ms: f.output for f in lossless}
+    scores, own, identical, recovered, wrong = [], [], 0, 0, 0
     prev_same = True
-    for f, ref in zip(out, reference, strict=True):
-        same = f.output is not None and np.array_equal(f.output, ref)
-        scores.append(psnr(f.output, ref, PSNR_CAP_DB) if f.output is not None else 0.0)
-        own.append(f.shown_capture_ms == f.capture_ms)
+    for f, ref in zip(out, lossless, strict=True):
+        same = f.output is not None and np.array_equal(f.output, ref.output)
+        scores.append(psnr(f.output, ref.output, PSNR_CAP_DB) if f.output is not None else 0.0)
+        own.append(f.shown_capture_ms == ref.shown_capture_ms)
+        # What is shown must be exactly what the lossless call showed for the same frame.
+        # (no parameters yet: the keyframe picture itself, what the receiver shows first)
+        want = by_capture.get(f.shown_capture_ms) if f.shown_capture_ms is not None else out[0].output
+        wrong += f.output is not None and not np.array_equal(f.output, want)
         identical += same
         recovered += same and not prev_same
         prev_same = same
-    n_params = sum(any(not p.reliable for p in packets) for packets in sent)
+    rendered = dec.stats.rendered - dec.stats.keyframe_pictures  # frames of parameters
     return Result(
         name,
-        dec.stats.rendered,
-        n_params - dec.stats.rendered,
+        rendered,
+        frames_sent - rendered,
         recovered,
         identical,
         float(np.mean(scores)),
         scores,
         own,
+        wrong,
     )
 
 
@@ -136,24 +149,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip", type=Path, default=DEFAULT_CLIP)
     ap.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     ap.add_argument("--out", type=Path, default=Path("results/loss"))
+    ap.add_argument("--frames-per-message", type=int, default=DEFAULT_BATCH, choices=range(1, 5))
     a = ap.parse_args(argv)
     if not a.clip.is_file():
         print(f"loss: no clip at {a.clip}", file=sys.stderr)
         return 1
     frames, fps = read(a.clip, a.frames)
-    encoder = FaceEncoder(fps=fps)
-    lossless = list(driver.run(frames, encoder, FaceDecoder(), fps))
+    encoder, clock = FaceEncoder(fps=fps, batch=a.frames_per_message), TickClock()
+    lossless = list(driver.run(frames, encoder, FaceDecoder(clock=clock), fps, clock=clock, drain=encoder.batch - 1))
     encoder.close()
-    reference = [f.output for f in lossless]
     sent = [f.packets for f in lossless]
-    if any(r is None for r in reference):
+    if any(f.output is None for f in lossless):
         print("loss: the lossless run shows nothing for some frames (no face?)", file=sys.stderr)
         return 1
-    results = [run_setting(name, imp, sent, reference, fps) for name, imp in SETTINGS.items()]
-    print(f"{len(frames)} frames of {a.clip.name} at {fps:g} fps; {encoder.stats.keyframes} keyframe(s)")
-    print(f"{'setting':38s} {'rendered':>8s} {'dropped':>8s} {'recovered':>9s} {'identical':>9s} {'PSNR dB':>8s}")
+    n = encoder.stats.params_sent
+    results = [run_setting(name, imp, sent, lossless, fps, n) for name, imp in SETTINGS.items()]
+    print(
+        f"{len(frames)} frames of {a.clip.name} at {fps:g} fps; {encoder.stats.keyframes} keyframe(s); "
+        f"{encoder.batch} frames per message; every shown frame equals the lossless call's for that frame"
+    )
+    print(
+        f"{'setting':38s} {'rendered':>8s} {'dropped':>8s} {'recovered':>9s} {'identical':>9s} {'PSNR dB':>8s} "
+        f"{'wrong':>5s}"
+    )
     for r in results:
-        print(f"{r.name:38s} {r.rendered:8d} {r.dropped:8d} {r.recovered:9d} {r.identical:9d} {r.psnr_db:8.2f}")
+        print(
+            f"{r.name:38s} {r.rendered:8d} {r.dropped:8d} {r.recovered:9d} {r.identical:9d} {r.psnr_db:8.2f} "
+            f"{r.wrong:5d}"
+        )
     a.out.mkdir(parents=True, exist_ok=True)
     with (a.out / "loss_frames.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -162,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             w.writerows([r.name, i, int(o), f"{p:.3f}"] for i, (o, p) in enumerate(zip(r.own, r.psnr, strict=True)))
     plot(results, a.out / "loss.png")
     print(f"wrote {a.out / 'loss_frames.csv'} and {a.out / 'loss.png'}")
-    return 0
+    return 1 if any(r.wrong for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ class Packet:
     """One wire message (codec.wire)."""
     reliable: bool
     """True: reliable ordered channel (header, keyframe, control). False: unordered, lossy."""
+    frames: int = 0
+    """Captured frames this message stands for (PARAMS: the frames it carries, or 1 without a face)."""
 
 
 class Encoder(ABC):
@@ -49,6 +51,11 @@ class Encoder(ABC):
     @abstractmethod
     def receive(self, data: bytes) -> list[Packet]:
         """Handle a control message from the receiver; returns packets to send back."""
+
+    @abstractmethod
+    def flush(self) -> list[Packet]:
+        """Packets for frames still waiting to share a message with the next one (frames per message
+        above 1); call when the source ends or pauses."""
 
     @abstractmethod
     def restart(self) -> None:
@@ -105,7 +112,12 @@ class Decoder(ABC):
 
     @abstractmethod
     def render(self) -> np.ndarray | None:
-        """The frame for the newest parameters received, or None before the first keyframe."""
+        """The frame for the newest parameters due now, or None before the first keyframe."""
+
+    @abstractmethod
+    def next_due(self) -> float | None:
+        """Seconds until a frame that arrived early (the later frames of a message are shown one
+        frame period apart) becomes due; None when none waits. Wake render() then."""
 
     @abstractmethod
     def set_view(self, yaw: float, pitch: float, roll: float) -> None:

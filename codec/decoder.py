@@ -2,7 +2,9 @@
 
 `receive` is cheap (parse, validate, keep the newest parameters) and runs on the network
 loop; `render` is the heavy part and may run on another thread: it applies a pending
-keyframe and renders the newest parameters, never a queue of stale ones.
+keyframe and renders the newest parameters that are due, never a queue of stale ones. A
+message carrying several frames plays them out at their capture spacing from its arrival
+(the first at once); a newer message that arrives meanwhile supersedes what still waits.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from codec import keyframe, profiles, wire
+from codec import entropy, keyframe, profiles, wire
 from codec.api import Decoder, Packet, Renderer
 from codec.params import POSE_SIZE, QuantSpec, dequantize
 from codec.stats import DecoderStats, append_capped
@@ -22,16 +25,32 @@ from codec.stats import DecoderStats, append_capped
 KEYFRAME_REQUEST_INTERVAL_S = 0.5  # ask again this often while no usable keyframe arrives
 NO_FACE_DIM = 0.6  # brightness of the held frame while the sender sees no face
 NO_FACE_FADE_S = 1.0  # seconds to fade to NO_FACE_DIM
+DUE_SLACK_S = 0.002  # a frame due within this is due now (clock and capture-time rounding)
 
 
-def seq_newer(a: int, b: int) -> bool:
-    """True when sequence number a comes after b (modulo 2**16)."""
-    return 0 < (a - b) % wire.SEQ_MODULO < wire.SEQ_MODULO // 2
+def unwrap_ms(t16: int, ref: int) -> int:
+    """The full capture time nearest to ref whose low 16 bits are t16."""
+    d = (t16 - ref) % wire.PARAMS_TIME_MODULO
+    return ref + (d - wire.PARAMS_TIME_MODULO if d >= wire.PARAMS_TIME_MODULO // 2 else d)
 
 
 def kf_older(a: int, b: int) -> bool:
-    """True when keyframe id a was sent before b (modulo 256)."""
-    return 0 < (b - a) % wire.KF_MODULO < wire.KF_MODULO // 2
+    """True when PARAMS keyframe id a was sent before b (modulo 16)."""
+    return 0 < (b - a) % wire.PARAMS_KF_MODULO < wire.PARAMS_KF_MODULO // 2
+
+
+@dataclass(frozen=True, eq=False)
+class Shown:
+    """One frame of a PARAMS message, waiting for its time or on screen."""
+
+    capture_ms: int
+    """Sender capture time, unwrapped."""
+    kf_id: int
+    """Keyframe id modulo 16."""
+    values: np.ndarray | None
+    """Quantized values; None: the sender saw no face."""
+    due: float
+    """Decoder clock time (s) from which it is shown."""
 
 
 class FaceDecoder(Decoder):
@@ -56,10 +75,15 @@ class FaceDecoder(Decoder):
         self._quant = QuantSpec()
         self._assembler = wire.KeyframeAssembler()
         self._pending_kf: tuple[int, np.ndarray, bytes] | None = None
-        self._latest: wire.Params | None = None
+        self._coder: entropy.Coder | None = None
+        self._latest: Shown | None = None
+        """What render() shows (or shows again when _latest_rendered is False)."""
         self._latest_rendered = True
-        self._seq_first: int | None = None
-        self._seq_high: int | None = None
+        self._queue: list[Shown] = []  # frames accepted and not yet shown, oldest first
+        self._newest_ms: int | None = None  # newest capture time accepted
+        self._time_ref = 0
+        self._first_ms: int | None = None
+        self._last_ms: int | None = None
         self._last_request = -1e9
         self._no_face_since: float | None = None
         self._frame: np.ndarray | None = None
@@ -82,7 +106,14 @@ class FaceDecoder(Decoder):
             self.stats.last_error = f"packet too large: {len(data)} bytes (limit {wire.MAX_MESSAGE_BYTES})"
             return []
         try:
-            msg = wire.decode(data)
+            msg = wire.decode(data, self._coder)
+        except wire.WireVersionError as exc:
+            self.stats.bad_packets += 1
+            self.stats.last_error = str(exc)
+            if exc.kind == wire.Kind.HEADER and self.header is None:
+                # A caller of another version: refuse it in one line, in words its own build reads.
+                return self.fail(str(exc)) + ([Packet(wire.V1_BYE, True)] if exc.version == 1 else [])
+            return []
         except wire.WireError as exc:
             self.stats.bad_packets += 1
             self.stats.last_error = str(exc)
@@ -113,6 +144,13 @@ class FaceDecoder(Decoder):
             self._last_request = self._clock()  # a repeated header (answering our request): the keyframe follows
             return []
         try:
+            model = entropy.Model.from_bytes(h.entropy, h.n_expr) if h.entropy else entropy.generic(h.n_expr)
+            coder = entropy.Coder(model, QuantSpec.from_list(h.steps), h.fps)
+        except (entropy.EntropyError, ValueError) as exc:
+            self.stats.bad_packets += 1
+            self.stats.last_error = str(exc)
+            return self.fail(str(exc))
+        try:
             renderer = self._factory(h)
         except Exception as exc:  # profile code: whatever stops it from building means this call cannot render
             reason = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
@@ -122,8 +160,10 @@ class FaceDecoder(Decoder):
         self.error = None
         with self._lock:
             self.header, self.renderer, self._quant = h, renderer, QuantSpec.from_list(h.steps)
+            self._coder = coder
             self.kf_id, self._pending_kf, self._latest, self._frame = None, None, None, None
-            self._seq_first, self._seq_high, self.stats.expected = None, None, 0
+            self._queue, self._newest_ms, self._time_ref = [], None, h.time_ms
+            self._first_ms, self._last_ms, self.stats.expected = None, None, 0
             self._last_request = self._clock()  # the keyframe is on its way: give it time
         return []
 
@@ -145,39 +185,50 @@ class FaceDecoder(Decoder):
 
     def _on_params(self, p: wire.Params) -> list[Packet]:
         assert self.header is not None
-        if p.flags == wire.Flags.NONE and len(p.values) != POSE_SIZE + self.header.n_expr:
+        n = POSE_SIZE + self.header.n_expr
+        if any(len(v) != n for v in p.frames):
             self.stats.bad_packets += 1
-            self.stats.last_error = f"params: {len(p.values)} values, header says {POSE_SIZE + self.header.n_expr}"
+            self.stats.last_error = f"params: values of another length than the header's {n}"
             return []
         self.stats.params += 1
-        self._count_sent(p.seq)
+        self.stats.frames_received += max(1, len(p.frames))
+        first = unwrap_ms(p.capture_ms, self._time_ref)
+        offsets = p.offsets_ms or (0,) * max(1, len(p.frames))
+        frames: list[np.ndarray | None] = list(p.frames) if p.frames else [None]
+        last = first + offsets[-1]
+        self._count_sent(first, last)
         with self._lock:
             newest = self._pending_kf[0] if self._pending_kf is not None else self.kf_id
-            known = p.kf_id == self.kf_id or p.kf_id == newest
-            if not known and newest is not None and kf_older(p.kf_id, newest):
+            mod = wire.PARAMS_KF_MODULO
+            known = self.kf_id is not None and p.kf_id == self.kf_id % mod
+            known = known or (newest is not None and p.kf_id == newest % mod)
+            if not known and newest is not None and kf_older(p.kf_id, newest % mod):
                 self.stats.stale += 1  # sent before the keyframe we have: late, not a reason to ask again
                 return []
             if not known:
                 self.stats.no_keyframe += 1
-                if p.kf_id == self._assembler.in_progress:
+                in_progress = self._assembler.in_progress
+                if in_progress is not None and p.kf_id == in_progress % mod:
                     return []  # its keyframe is still arriving on the reliable channel
                 return self._request_keyframe()
-            if self._latest is not None and not seq_newer(p.seq, self._latest.seq):
-                self.stats.stale += 1
+            if self._newest_ms is not None and first <= self._newest_ms:
+                self.stats.stale += 1  # a duplicate, or overtaken by a newer message: newest wins
                 return []
-            if not self._latest_rendered:
-                self.stats.superseded += 1
-            self._latest, self._latest_rendered = p, False
+            self._newest_ms = self._time_ref = last
+            now = self._clock()
+            waiting = [e for e in self._queue if e.capture_ms < first]  # older frames still waiting: never shown
+            self.stats.superseded += len(waiting)
+            self._queue = [e for e in self._queue if e.capture_ms >= first] + [
+                Shown(first + off, p.kf_id, v, now + off / 1000.0) for v, off in zip(frames, offsets, strict=True)
+            ]
         return []
 
-    def _count_sent(self, seq: int) -> None:
-        if self._seq_first is None or self._seq_high is None:
-            self._seq_first = self._seq_high = seq
-        elif seq_newer(seq, self._seq_high):
-            self._seq_high = seq
-        elif seq_newer(self._seq_first, seq):
-            self._seq_first = seq  # a reordered packet sent before the first one seen
-        self.stats.expected = (self._seq_high - self._seq_first) % wire.SEQ_MODULO + 1
+    def _count_sent(self, first: int, last: int) -> None:
+        """Frames the sender captured over the span seen, from capture times and the nominal rate."""
+        assert self.header is not None
+        self._first_ms = first if self._first_ms is None else min(self._first_ms, first)
+        self._last_ms = last if self._last_ms is None else max(self._last_ms, last)
+        self.stats.expected = round((self._last_ms - self._first_ms) * self.header.fps / 1000.0) + 1
 
     def _request_keyframe(self, force: bool = False) -> list[Packet]:
         now = self._clock()
@@ -200,17 +251,29 @@ class FaceDecoder(Decoder):
             if self._latest is not None:
                 self._latest_rendered = False
 
+    def _due(self) -> list[Shown]:
+        now = self._clock() + DUE_SLACK_S
+        return [e for e in self._queue if e.due <= now]
+
     def pending(self) -> bool:
-        return self._pending_kf is not None or not self._latest_rendered
+        return self._pending_kf is not None or not self._latest_rendered or bool(self._due())
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            if not self._queue:
+                return None
+            return max(0.0, min(e.due for e in self._queue) - self._clock())
 
     def fading(self) -> bool:
         p, since = self._latest, self._no_face_since
-        no_face = self.face_lost or (p is not None and bool(p.flags & wire.Flags.NO_FACE))
+        no_face = self.face_lost or (p is not None and p.values is None)
         return no_face and since is not None and self._clock() - since < NO_FACE_FADE_S
 
     @property
     def latest_capture_ms(self) -> int | None:
-        return None if self._latest is None else self._latest.capture_ms
+        due = self._due()
+        p = max(due, key=lambda e: e.capture_ms) if due else self._latest
+        return None if p is None else p.capture_ms
 
     def fail(self, reason: str) -> list[Packet]:
         self.error = reason
@@ -218,6 +281,12 @@ class FaceDecoder(Decoder):
 
     def render(self) -> np.ndarray | None:
         with self._lock:
+            due = self._due()
+            if due:
+                shown = max(due, key=lambda e: e.capture_ms)
+                keep = [e for e in self._queue if e.capture_ms > shown.capture_ms]
+                self.stats.superseded += len(self._queue) - len(keep) - 1  # newest wins: older ones never show
+                self._queue, self._latest = keep, shown
             pending_kf, p = self._pending_kf, self._latest
             self._pending_kf, self._latest_rendered = None, True
             renderer, header, quant = self.renderer, self.header, self._quant
@@ -233,10 +302,13 @@ class FaceDecoder(Decoder):
                 return self._frame
             self.kf_id, self._frame = kf_id, image
             self.stats.keyframes += 1
-        if p is None or p.kf_id != self.kf_id:
+        if p is None or self.kf_id is None or p.kf_id != self.kf_id % wire.PARAMS_KF_MODULO:
+            if pending_kf is not None:
+                self.stats.rendered += 1  # the new keyframe's own picture is shown until its parameters are due
+                self.stats.keyframe_pictures += 1
             return self._frame
         t0 = time.perf_counter()
-        if p.flags & wire.Flags.NO_FACE or self.face_lost:
+        if p.values is None or self.face_lost:
             self._no_face_since = self._no_face_since or self._clock()
             if self._frame is not None:
                 fade = min(1.0, (self._clock() - self._no_face_since) / NO_FACE_FADE_S)

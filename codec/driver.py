@@ -23,6 +23,7 @@ packets where they overlap.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -175,6 +176,7 @@ def run(
     every: int = 1,
     render_at: Callable[[int], bool] | None = None,
     poll: bool = True,
+    drain: int = 0,
 ) -> Iterator[DriverFrame]:
     """Encode each frame, pass its packets through the link (default: lossless), deliver what is
     due, render.
@@ -184,12 +186,20 @@ def run(
     lower parameter rate; the receiver holds in between). render_at: render exactly at the ticks
     it accepts, whether or not anything changed (scoring what the receiver shows at frame i);
     None renders when the decoder says something changed, like the peer. poll: ask the decoder
-    each tick for control packets of its own (keyframe requests), like the peer."""
+    each tick for control packets of its own (keyframe requests), like the peer. drain: ticks after
+    the last frame (no input; the encoder flushes the frames waiting for a message partner at the
+    first), so frames still waiting to be shown are: a message of k frames shows its last k - 1
+    frames one tick apart after it arrives."""
+    n_frames = [0]
 
-    def emit(i: int, frame: np.ndarray, ms: int) -> list[Packet]:
+    def emit(i: int, frame: np.ndarray | None, ms: int) -> list[Packet]:
+        if frame is None:  # a drain tick
+            return encoder.flush() if i == n_frames[0] else []
+        n_frames[0] = i + 1
         return encoder.encode(frame, ms) if i % every == 0 else []
 
-    return _drive(frames, emit, encoder.receive, decoder, fps, link, clock, render_at, poll)
+    ticks = itertools.chain(frames, itertools.repeat(None, drain))
+    return _drive(ticks, emit, encoder.receive, decoder, fps, link, clock, render_at, poll)
 
 
 def replay(

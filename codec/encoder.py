@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import keyframe, profiles, wire
+from codec import entropy, keyframe, profiles, wire
 from codec.api import Encoder, Estimator, NoFaceError, Packet
 from codec.params import FrameParams, QuantSpec, in_range, quantize
 from codec.stats import EncoderStats, append_capped
@@ -21,10 +21,15 @@ MAX_DRIFT = 0.18  # head centre moved this share of the crop: re-centre with a n
 MAX_LOG_SCALE = 0.25  # head grew or shrank by ~28%: re-crop
 KEYFRAME_MIN_INTERVAL_S = 0.5  # rate limit for requests and automatic refreshes
 FACE_BACK_FRAMES = 3  # a face must be seen this many frames in a row before a new keyframe
+# Frames per PARAMS message. Each message pays ~77 bytes of SCTP/DTLS/UDP/IPv4 on the wire, more
+# than its payload: two frames per message halve that for one frame period (40 ms at 25 fps) of
+# added latency (benchmarks/param_rate.py: steady stream 21.8 -> 11.5 kbit/s wire over the clips).
+DEFAULT_BATCH = 2
 
 
 class FaceEncoder(Encoder):
-    """Tracks the face, sends a keyframe when one is due, then one small packet per frame."""
+    """Tracks the face, sends a keyframe when one is due, then entropy-coded parameters, `batch`
+    frames per message (a frame waits for the next at most; any event that stops the stream flushes)."""
 
     def __init__(
         self,
@@ -36,14 +41,22 @@ class FaceEncoder(Encoder):
         weights: Path | None = None,
         estimator: Estimator | None = None,
         epoch_ms: int | None = None,
+        batch: int = DEFAULT_BATCH,
     ) -> None:
         """`estimator` replaces the profile's own (tests, cached benchmark passes); `epoch_ms` is the
-        wall clock at capture_ms = 0 (default: now; see set_epoch)."""
+        wall clock at capture_ms = 0 (default: now; see set_epoch); `batch`: frames per PARAMS
+        message (1..entropy.MAX_BATCH)."""
+        if not 1 <= batch <= entropy.MAX_BATCH:
+            raise ValueError(f"frames per message must be 1..{entropy.MAX_BATCH}")
         self.profile, self.size, self.fps = profile, size, fps
         self.keyframe_crf = keyframe_crf
         self.quant = quant or QuantSpec()
         self.estimator = estimator or profiles.get(profile).estimator(size, weights, self.quant)
         self.model = profiles.get(profile).model_id(weights)
+        self.batch = batch
+        self.entropy_model = entropy.load(profile, self.estimator.n_expr, profiles.get(profile).basis_id())
+        """The parameter stream's probability model (fitted for this estimator, else the generic one)."""
+        self.coder = entropy.Coder(self.entropy_model, self.quant, fps)
         self.detector = FaceDetector()
         self.stats = EncoderStats()
         self.box: CropBox | None = None
@@ -56,7 +69,8 @@ class FaceEncoder(Encoder):
         self._face_lost = False
         self._face_run = 0
         self._last_kf_time = -1e9
-        self._seq = 0
+        self._last_ms = 0
+        self._batch: list[tuple[np.ndarray, int]] = []  # (values, capture_ms) waiting for their message
         self.epoch_ms = int(time.time() * 1000) if epoch_ms is None else epoch_ms
         self.last_crop: np.ndarray | None = None
 
@@ -65,13 +79,22 @@ class FaceEncoder(Encoder):
 
     def header(self) -> wire.Header:
         return wire.Header(
-            self.profile, self.size, self.fps, self.estimator.n_expr, self.quant.to_list(), self.model, self.epoch_ms
+            self.profile,
+            self.size,
+            self.fps,
+            self.estimator.n_expr,
+            self.quant.to_list(),
+            self.model,
+            self.epoch_ms,
+            self._last_ms,
+            self.entropy_model.to_bytes(),
         )
 
     def _emit(self, msg: wire.Message, reliable: bool, keyframe_msg: bool = False) -> Packet:
-        data = wire.encode(msg)
+        data = wire.encode(msg, self.coder)
         self.stats.rate.add(len(data), keyframe_msg)
-        return Packet(data, reliable)
+        frames = max(1, len(msg.frames)) if isinstance(msg, wire.Params) else 0
+        return Packet(data, reliable, frames)
 
     @property
     def face_lost(self) -> bool:
@@ -86,8 +109,20 @@ class FaceEncoder(Encoder):
         self._last_kf_time = -1e9
         self.request_keyframe()
 
+    def flush(self) -> list[Packet]:
+        """The PARAMS message of the frames waiting for a full batch (none when none wait)."""
+        if not self._batch:
+            return []
+        t0 = self._batch[0][1]
+        msg = wire.Params(
+            t0, self.kf_id, wire.Flags.NONE, tuple(v for v, _ in self._batch), tuple(t - t0 for _, t in self._batch)
+        )
+        self._batch = []
+        return [self._emit(msg, reliable=False)]
+
     def encode(self, frame: np.ndarray, capture_ms: int) -> list[Packet]:
         self.stats.frames += 1
+        self._last_ms = capture_ms
         out: list[Packet] = []
         if not self._header_sent:
             out.append(self._emit(self.header(), reliable=True))
@@ -124,14 +159,15 @@ class FaceEncoder(Encoder):
             self.request_keyframe(recenter=True)
         if not renderable:
             self.stats.held_frames += 1  # a clipped or overturned warp is garbage: the receiver holds
-            return out
-        values = quantize(params, self.quant)
-        msg = wire.Params(self._seq, capture_ms, self.kf_id, wire.Flags.NONE, values)
-        self._seq = (self._seq + 1) % wire.SEQ_MODULO
+            return out + self.flush()
+        if self._batch and capture_ms - self._batch[-1][1] > entropy.MAX_TIME_DEV_MS:
+            out += self.flush()  # a stalled source: the waiting frame goes now
+        self._batch.append((quantize(params, self.quant).astype(np.int64), capture_ms))
         self.stats.params_sent += 1
-        return out + [self._emit(msg, reliable=False)]
+        return out + (self.flush() if len(self._batch) >= self.batch else [])
 
     def _keyframe(self, face: np.ndarray) -> list[Packet]:
+        waiting = self.flush()  # frames of the old keyframe go first
         h264 = keyframe.encode(face, self.keyframe_crf)
         decoded = keyframe.decode(h264, self.size)  # both sides work from the decoded picture
         aux = self.estimator.set_keyframe(decoded)
@@ -146,7 +182,7 @@ class FaceEncoder(Encoder):
         self.events.append(
             f"keyframe {self.kf_id}: {sum(len(p.data) for p in packets)} bytes ({len(h264)} of them H.264)"
         )
-        return back + packets
+        return waiting + back + packets
 
     def _face_back(self) -> Packet:
         self._face_lost = False
@@ -165,7 +201,7 @@ class FaceEncoder(Encoder):
         if count:
             self.stats.no_face_frames += 1
             self._face_run = 0
-        out: list[Packet] = []
+        out: list[Packet] = self.flush()
         if not self._face_lost:
             self._face_lost = True
             self.events.append("no face in the picture: the receiver holds the last frame")
@@ -173,9 +209,7 @@ class FaceEncoder(Encoder):
                 out.append(self._emit(wire.ControlMessage(wire.Control.FACE_LOST, 1), reliable=True))
         if self.kf_id < 0:
             return out
-        msg = wire.Params(self._seq, capture_ms, self.kf_id, wire.Flags.NO_FACE, np.zeros(0, np.int8))
-        self._seq = (self._seq + 1) % wire.SEQ_MODULO
-        return out + [self._emit(msg, reliable=False)]
+        return out + [self._emit(wire.Params(capture_ms, self.kf_id, wire.Flags.NO_FACE), reliable=False)]
 
     def receive(self, data: bytes) -> list[Packet]:
         msg = wire.decode(data)
@@ -186,7 +220,7 @@ class FaceEncoder(Encoder):
             if msg.arg < 0:
                 self._header_sent = False
             self.request_keyframe()
-        return []  # KEYFRAME_ACK needs no action: every PARAMS packet is absolute
+        return []  # KEYFRAME_ACK needs no action: every PARAMS message decodes on its own
 
     def close(self) -> None:
         self.detector.close()

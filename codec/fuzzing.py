@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec import keyframe, wire
+from codec import entropy, keyframe, wire
 from codec.decoder import FaceDecoder
 from codec.params import POSE_SIZE, FrameParams, QuantSpec
 
 SIZE = 32  # codec resolution of the fuzzed session: small keeps keyframe decodes cheap
 N_EXPR = 2
 MAX_MUTATIONS = 4  # edits per mutated message
-INTERESTING = [0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x13, 0x11, 0x12, 0x14]
+INTERESTING = [0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x23, 0x21, 0x22, 0x24, 0x40, 0x42, 0x13]
 
 
 class NullRenderer:
@@ -35,15 +35,25 @@ def null_renderer(h: wire.Header) -> NullRenderer:
     return NullRenderer()
 
 
+def fuzz_coder() -> entropy.Coder:
+    """The parameter coder of the fuzzed session (generic model): to build and check PARAMS."""
+    return entropy.Coder(entropy.generic(N_EXPR), QuantSpec(), 25.0)
+
+
 def fuzz_session(face_lost: bool = False) -> tuple[FaceDecoder, list[bytes]]:
     """A decoder with a header and a keyframe in place, and the valid messages that set it up
     (ending with a FACE_LOST control message when face_lost)."""
     dec = FaceDecoder(renderer_factory=null_renderer)
     image = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
     kf = wire.pack_keyframe(wire.Keyframe(keyframe.encode(image)))
-    msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, N_EXPR, QuantSpec().to_list()))]
+    coder = fuzz_coder()
+    header = wire.Header("mesh", SIZE, 25.0, N_EXPR, QuantSpec().to_list(), entropy=coder.model.to_bytes())
+    msgs = [wire.encode(header)]
     msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
-    msgs += [wire.encode(wire.Params(1, 40, 0, wire.Flags.NONE, np.zeros(POSE_SIZE + N_EXPR, np.int8)))]
+    values = np.arange(POSE_SIZE + N_EXPR) - 3
+    msgs += [wire.encode(wire.Params(40, 0, wire.Flags.NONE, (values, values + 1), (0, 40)), coder)]
+    msgs += [wire.encode(wire.Params(120, 0, wire.Flags.NONE, (values,)), coder)]
+    msgs += [wire.encode(wire.Params(160, 0, wire.Flags.NO_FACE))]
     if face_lost:
         msgs += [wire.encode(wire.ControlMessage(wire.Control.FACE_LOST, 1))]
     for m in msgs:

@@ -55,6 +55,8 @@ class Profile:
     """(weights) -> the header's model id ('' for model-free profiles)."""
     preload_fn: str
     """() -> None: loads what a receiver needs before a call arrives (slow imports)."""
+    basis_id_fn: str = "basis_id"
+    """() -> id of the expression parameterisation (which fitted entropy model applies, codec.entropy)."""
     needs_weights: bool = False
     """True: both ends must run the same weights (the header's model id is checked)."""
 
@@ -78,12 +80,17 @@ class Profile:
     def preload(self) -> None:
         self._load(self.preload_fn)()
 
+    def basis_id(self) -> str:
+        return self._load(self.basis_id_fn)()
+
 
 _REGISTRY = {
     p.name: p
     for p in (
         Profile("mesh", "models.mesh.profile", "make_estimator", "make_renderer", "model_id", "preload"),
-        Profile("fv2v", "models.fv2v.profile", "make_estimator", "make_renderer", "model_id", "preload", True),
+        Profile(
+            "fv2v", "models.fv2v.profile", "make_estimator", "make_renderer", "model_id", "preload", needs_weights=True
+        ),
     )
 }
 PROFILES = tuple(_REGISTRY)

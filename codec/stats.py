@@ -23,7 +23,7 @@ class EncoderStats:
     frames: int = 0
     """Frames given to encode()."""
     params_sent: int = 0
-    """PARAMS packets with a face."""
+    """Frames with a face sent in PARAMS messages (several may share one message)."""
     no_face_frames: int = 0
     """Frames without a usable face."""
     keyframes: int = 0
@@ -48,15 +48,20 @@ class DecoderStats:
     oversize: int = 0
     """Messages above wire.MAX_MESSAGE_BYTES, dropped unread."""
     params: int = 0
-    """Valid PARAMS packets."""
+    """Valid PARAMS messages (each carries one or more frames)."""
+    keyframe_pictures: int = 0
+    """Renders that showed a new keyframe's own picture, before its first parameters were due (in rendered)."""
+    frames_received: int = 0
+    """Frames in valid PARAMS messages (a no-face message counts as one)."""
     stale: int = 0
-    """PARAMS older than (or equal to) one already held: reordered or duplicated."""
+    """PARAMS messages older than (or as old as) one already accepted: reordered or duplicated."""
     superseded: int = 0
-    """PARAMS replaced by a newer one before they were rendered (newest wins)."""
+    """Frames replaced by a newer one before they were rendered (newest wins)."""
     no_keyframe: int = 0
     """PARAMS for a keyframe the receiver does not have."""
     expected: int = 0
-    """PARAMS the sender sent so far, judged from the sequence numbers seen."""
+    """Frames the sender captured over the span of PARAMS seen (capture times at the header's frame
+    rate): what a lossless link would have shown."""
     rendered: int = 0
     """Frames rendered."""
     keyframes: int = 0

@@ -1,15 +1,21 @@
-"""The packet format: msgpack arrays whose first element packs (version << 4) | kind.
+"""The packet format, version 2. PARAMS are compact binary; everything else is a msgpack array whose
+first element packs (version << 4) | kind.
 
-    HEADER     [tv, {profile, size, fps, n_expr, steps, model}]   reliable channel
-    KEYFRAME   [tv, kf_id, index, count, chunk]                   reliable channel
+    HEADER     [tv, {profile, size, fps, n_expr, steps, model, epoch_ms, time_ms, entropy}]   reliable
+    KEYFRAME   [tv, kf_id, index, count, chunk]                                             reliable
                chunks of a keyframe message {h264, aux} (Keyframe, pack_keyframe)
-    PARAMS     [tv, seq, capture_ms, kf_id, flags, int8 values]   unordered, no retransmits
-    CONTROL    [tv, code, arg]                                    reliable channel
+    CONTROL    [tv, code, arg]                                                              reliable
+    PARAMS     0b01KKKKN0, capture ms mod 2**16 (2 bytes, big-endian), range-coded frames   unordered,
+               (KKKK: keyframe id mod 16; N: no face, no values)                            no retransmits
 
-A PARAMS packet is absolute (relative to keyframe kf_id only), so it decodes on its own:
-losing or reordering one never corrupts another frame. Everything that arrives is
-untrusted: `decode` checks type, version, lengths and ranges and raises WireError with
-one line that says what was wrong.
+PARAMS carry 1..entropy.MAX_BATCH consecutive frames, coded with the probability model the header
+carries (codec.entropy): the first frame against the keyframe only, the next ones against the frame
+before them in the same message. A PARAMS message therefore decodes on its own: losing, delaying,
+duplicating or reordering one never corrupts another. A msgpack array starts with 0x90-0x9F, so the
+first byte tells PARAMS apart. There is no sequence number: capture times order the packets (the
+receiver unwraps them against the newest one it accepted, starting from the header's time_ms).
+Everything that arrives is untrusted: `decode` checks type, version, lengths and ranges and raises
+WireError with one line that says what was wrong; a version-1 peer gets WireVersionError.
 """
 
 from __future__ import annotations
@@ -20,16 +26,24 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-VERSION = 1
-MAX_PARAMS_BYTES = 256  # one PARAMS packet; a real one is ~30 bytes
-MAX_HEADER_BYTES = 4096
+from codec.entropy import Coder, EntropyError
+
+VERSION = 2
+MAX_PARAMS_BYTES = 512  # one PARAMS message of up to MAX_BATCH frames; a real one is 6-20 bytes
+MAX_HEADER_BYTES = 16 * 1024  # the entropy model travels in it (~0.3 KB for 17 values, 8 KB at most)
 KEYFRAME_CHUNK_BYTES = 16 * 1024  # below every SCTP implementation's message limit
 MAX_MESSAGE_BYTES = KEYFRAME_CHUNK_BYTES + 64  # any single message
 MAX_KEYFRAME_CHUNKS = 128  # 2 MiB per keyframe
 MAX_VALUES = 192  # pose + expression values in one PARAMS packet
-SEQ_MODULO = 1 << 16
-TIME_MODULO = 1 << 32
-KF_MODULO = 1 << 8
+TIME_MODULO = 1 << 32  # header time_ms
+KF_MODULO = 1 << 8  # keyframe ids of KEYFRAME and CONTROL messages
+PARAMS_KF_MODULO = 16  # PARAMS name their keyframe modulo 16
+PARAMS_TIME_MODULO = 1 << 16  # PARAMS capture times, ms
+PARAMS_TAG_MASK, PARAMS_TAG = 0xC0, 0x40
+PARAMS_NO_FACE_BIT = 0x02
+PARAMS_RESERVED_BIT = 0x01
+PARAMS_FIXED_BYTES = 3
+V1_BYE = bytes([0x93, 0x14, 0x03, 0x00])  # [(1 << 4) | CONTROL, BYE, 0]: what a v1 peer understands
 
 
 class Kind(enum.IntEnum):
@@ -55,6 +69,18 @@ class WireError(ValueError):
     """A packet that cannot be decoded; the message is one line for the user."""
 
 
+class WireVersionError(WireError):
+    """A message of another wire format version (the peer runs an incompatible fvcall)."""
+
+    def __init__(self, version: int, kind: int) -> None:
+        self.version, self.kind = version, kind
+        if version == 1:
+            text = "the peer speaks fvcall wire format v1, this build speaks v2: run the same fvcall on both ends"
+        else:
+            text = f"unsupported packet version {version} (this build speaks {VERSION})"
+        super().__init__(text)
+
+
 @dataclass(frozen=True)
 class Header:
     """Session header: what the receiver needs before it can render anything."""
@@ -73,6 +99,10 @@ class Header:
     """Identifier of the weights the sender uses ('' for model-free profiles)."""
     epoch_ms: int = 0
     """Sender wall clock (Unix ms) at capture_ms = 0: latency where clocks agree."""
+    time_ms: int = 0
+    """Sender capture clock (ms) when the header was sent: where PARAMS capture times unwrap from."""
+    entropy: bytes = b""
+    """The parameter stream's probability model (codec.entropy.Model.to_bytes); b'': the generic one."""
 
 
 @dataclass(frozen=True)
@@ -91,18 +121,21 @@ class KeyframeChunk:
 
 @dataclass(frozen=True)
 class Params:
-    """Quantized motion of one frame."""
+    """Quantized motion of 1..entropy.MAX_BATCH consecutive frames (none when NO_FACE)."""
 
-    seq: int
-    """Frame sequence number, modulo 2**16."""
     capture_ms: int
-    """Sender capture time in ms since the session started, modulo 2**32."""
+    """Sender capture time of the first frame, ms since the session started (modulo 2**16 on the wire:
+    decode() returns it modulo 2**16; the decoder unwraps it)."""
     kf_id: int
-    """Keyframe the values are relative to."""
-    flags: Flags
+    """Keyframe the values are relative to (modulo 16 on the wire)."""
+    flags: Flags = Flags.NONE
     """Frame flags (Flags)."""
-    values: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
-    """int8 quantized values: pose then expression."""
+    frames: tuple[np.ndarray, ...] = ()
+    """Per frame, the quantized values (ints within +-127), pose first."""
+    offsets_ms: tuple[int, ...] = ()
+    """Per frame, its capture time minus the first frame's (0 for the first; empty: all 0)."""
+    body: bytes = field(default=b"", compare=False)
+    """The coded frames as received; decoded into frames only with the session's coder."""
 
 
 @dataclass(frozen=True)
@@ -149,18 +182,11 @@ def _tv(kind: Kind) -> int:
     return (VERSION << 4) | int(kind)
 
 
-def encode(msg: Message) -> bytes:
+def encode(msg: Message, coder: Coder | None = None) -> bytes:
+    """One message's bytes; PARAMS with values need the session's coder."""
     if isinstance(msg, Params):
-        values = np.asarray(msg.values, dtype=np.int8).tobytes()
-        body = [
-            _tv(Kind.PARAMS),
-            msg.seq % SEQ_MODULO,
-            msg.capture_ms % TIME_MODULO,
-            msg.kf_id % KF_MODULO,
-            int(msg.flags),
-            values,
-        ]
-    elif isinstance(msg, KeyframeChunk):
+        return _encode_params(msg, coder)
+    if isinstance(msg, KeyframeChunk):
         body = [_tv(Kind.KEYFRAME), msg.kf_id % KF_MODULO, msg.index, msg.count, msg.data]
     elif isinstance(msg, ControlMessage):
         body = [_tv(Kind.CONTROL), int(msg.code), int(msg.arg)]
@@ -175,6 +201,8 @@ def encode(msg: Message) -> bytes:
                 "steps": [float(s) for s in msg.steps],
                 "model": msg.model,
                 "epoch_ms": int(msg.epoch_ms),
+                "time_ms": int(msg.time_ms) % TIME_MODULO,
+                "entropy": bytes(msg.entropy),
             },
         ]
     else:
@@ -188,14 +216,34 @@ def _int(value: object, name: str, lo: int, hi: int) -> int:
     return value
 
 
-def decode(data: bytes) -> Message:
-    """Parse one message; raises WireError on anything that is not a valid v1 message."""
+def _encode_params(msg: Params, coder: Coder | None) -> bytes:
+    no_face = bool(msg.flags & Flags.NO_FACE)
+    b0 = PARAMS_TAG | (msg.kf_id % PARAMS_KF_MODULO) << 2 | (PARAMS_NO_FACE_BIT if no_face else 0)
+    head = bytes([b0]) + (msg.capture_ms % PARAMS_TIME_MODULO).to_bytes(2, "big")
+    if no_face:
+        return head
+    if coder is None:
+        raise ValueError("params with values need the session's coder")
+    offsets = list(msg.offsets_ms) if msg.offsets_ms else [0] * len(msg.frames)
+    return head + coder.encode(list(msg.frames), offsets)
+
+
+def is_params(data: bytes) -> bool:
+    """Cheap peek: the first byte of a v2 PARAMS message."""
+    return len(data) > 0 and data[0] & PARAMS_TAG_MASK == PARAMS_TAG
+
+
+def decode(data: bytes, coder: Coder | None = None) -> Message:
+    """Parse one message; raises WireError on anything that is not a valid v2 message. PARAMS frames
+    are decoded with `coder` (the session's); without one they stay in Params.body."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WireError("malformed packet: not binary")
     if len(data) == 0:
         raise WireError("malformed packet: empty")
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError(f"packet too large: {len(data)} bytes (limit {MAX_MESSAGE_BYTES})")
+    if is_params(data):
+        return _decode_params(bytes(data), coder)
     try:
         body = msgpack.unpackb(
             bytes(data),
@@ -215,9 +263,7 @@ def decode(data: bytes) -> Message:
     tv = body[0]
     version, kind = tv >> 4, tv & 0xF
     if version != VERSION or tv < 0:
-        raise WireError(f"unsupported packet version {version} (this build speaks {VERSION})")
-    if kind == Kind.PARAMS:
-        return _decode_params(body, len(data))
+        raise WireVersionError(version, kind)
     if kind == Kind.KEYFRAME:
         return _decode_chunk(body)
     if kind == Kind.CONTROL:
@@ -227,18 +273,30 @@ def decode(data: bytes) -> Message:
     raise WireError(f"malformed packet: unknown kind {kind}")
 
 
-def _decode_params(body: list, size: int) -> Params:
-    if size > MAX_PARAMS_BYTES:
-        raise WireError(f"packet too large: {size} bytes (limit {MAX_PARAMS_BYTES})")
-    if len(body) != 6:
-        raise WireError("malformed packet: params needs 6 fields")
-    seq = _int(body[1], "seq", 0, SEQ_MODULO - 1)
-    ts = _int(body[2], "capture time", 0, TIME_MODULO - 1)
-    kf = _int(body[3], "keyframe id", 0, KF_MODULO - 1)
-    flags = _int(body[4], "flags", 0, int(Flags.NO_FACE))
-    if not isinstance(body[5], bytes) or len(body[5]) > MAX_VALUES:
-        raise WireError("malformed packet: params values")
-    return Params(seq, ts, kf, Flags(flags), np.frombuffer(body[5], dtype=np.int8).copy())
+def _decode_params(data: bytes, coder: Coder | None) -> Params:
+    if len(data) > MAX_PARAMS_BYTES:
+        raise WireError(f"packet too large: {len(data)} bytes (limit {MAX_PARAMS_BYTES})")
+    if len(data) < PARAMS_FIXED_BYTES:
+        raise WireError("malformed packet: params truncated")
+    b0 = data[0]
+    if b0 & PARAMS_RESERVED_BIT:
+        raise WireError("malformed packet: params reserved bit set")
+    kf, no_face = (b0 >> 2) & (PARAMS_KF_MODULO - 1), bool(b0 & PARAMS_NO_FACE_BIT)
+    t = int.from_bytes(data[1:PARAMS_FIXED_BYTES], "big")
+    body = data[PARAMS_FIXED_BYTES:]
+    if no_face:
+        if body:
+            raise WireError("malformed packet: no-face params carry values")
+        return Params(t, kf, Flags.NO_FACE)
+    if not body:
+        raise WireError("malformed packet: params without values")
+    if coder is None:
+        return Params(t, kf, Flags.NONE, body=body)
+    try:
+        frames, offsets = coder.decode(body)
+    except EntropyError as exc:
+        raise WireError(str(exc)) from None
+    return Params(t, kf, Flags.NONE, tuple(frames), tuple(offsets), body)
 
 
 def _decode_chunk(body: list) -> KeyframeChunk:
@@ -279,13 +337,18 @@ def _decode_header(body: list, size: int) -> Header:
     ):
         raise WireError("malformed header: steps")
     epoch = _int(h.get("epoch_ms", 0), "epoch", 0, 1 << 53)
-    return Header(profile, size_px, float(fps), n_expr, [float(s) for s in steps], model, epoch)
+    time_ms = _int(h.get("time_ms", 0), "header time", 0, TIME_MODULO - 1)
+    model_bytes = h.get("entropy", b"")
+    if not isinstance(model_bytes, bytes):
+        raise WireError("malformed header: entropy model")
+    return Header(profile, size_px, float(fps), n_expr, [float(s) for s in steps], model, epoch, time_ms, model_bytes)
 
 
 def is_header(data: bytes) -> bool:
-    """Cheap peek: does this message look like a v1 HEADER (a fixarray whose first element is its
-    tag)? For routing only; decode() still validates it."""
-    return len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] == _tv(Kind.HEADER)
+    """Cheap peek: does this message look like a HEADER (a fixarray whose first element is its tag), of
+    this version or of v1 (so a v1 caller reaches the decoder and gets its refusal)? For routing only;
+    decode() still validates it."""
+    return len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] in (_tv(Kind.HEADER), (1 << 4) | Kind.HEADER)
 
 
 def split_keyframe(kf_id: int, payload: bytes) -> list[KeyframeChunk]:

@@ -197,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help=f"scale all quantization steps ({QUANT_SCALE_RANGE[0]:g}..{QUANT_SCALE_RANGE[1]:g})",
     )
+    send.add_argument(
+        "--frames-per-message",
+        type=int,
+        choices=range(1, 5),
+        default=2,
+        metavar="K",
+        help="frames of parameters per message (1-4; each above 1 adds one frame period of latency, default 2)",
+    )
     send.add_argument("--loop", action="store_true", help="loop a video file")
     send.add_argument("--max-frames", type=_int_at_least(0), help="stop after N frames (0: connect and hang up)")
     send.add_argument(
@@ -278,7 +286,13 @@ def cmd_send(a: argparse.Namespace) -> int:
     )
     try:
         encoder = FaceEncoder(
-            a.profile, a.size, source.fps, a.keyframe_crf, QuantSpec().scaled(a.quant_scale), a.weights
+            a.profile,
+            a.size,
+            source.fps,
+            a.keyframe_crf,
+            QuantSpec().scaled(a.quant_scale),
+            a.weights,
+            batch=a.frames_per_message,
         )
     except BaseException:
         source.close()

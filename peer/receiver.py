@@ -312,6 +312,10 @@ class Call:
                     self.status.message(f"render failed: {type(exc).__name__}: {exc}")
             if self.decoder.pending():
                 self._wake.set()
+            else:
+                wait = self.decoder.next_due()  # the later frames of a message, one period apart
+                if wait is not None:
+                    loop.call_later(wait, self._wake.set)
 
 
 async def serve(

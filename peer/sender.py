@@ -224,7 +224,7 @@ async def run_sender(
                 reconnect_s.append(time.monotonic() - t_drop)
                 continue
             for p in packets:
-                frames_sent += conn.send(p.data, p.reliable) and not p.reliable
+                frames_sent += p.frames if conn.send(p.data, p.reliable) else 0
             if on_frame:
                 on_frame(capture_ms, encoder.last_crop)
             for event in encoder.events:
@@ -240,6 +240,8 @@ async def run_sender(
         elif conn.closed.is_set():
             dropped = True
         else:
+            for p in encoder.flush():  # the frame still waiting for its message partner
+                frames_sent += p.frames if conn.send(p.data, p.reliable) else 0
             conn.send(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), reliable=True)
             await _flush(conn)
     finally:

@@ -105,7 +105,8 @@ def receiver_summary(s: DecoderStats, duration_s: float, wire: WireCount | None 
     frames_expected = s.expected
     return {
         "role": "recv",
-        "frames": s.params,
+        "frames": s.frames_received,
+        "params_messages": s.params,
         "frames_expected": frames_expected,
         "frames_rendered": s.rendered,
         "frames_dropped": max(0, frames_expected - s.rendered),

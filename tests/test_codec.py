@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import read_frames
 
-from codec import driver, keyframe, wire
+from codec import driver, entropy, keyframe, wire
 from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
 from codec.metrics import psnr
@@ -37,14 +37,19 @@ def _session(n_expr: int = 2) -> tuple[FaceDecoder, RecordingRenderer, list[byte
     dec = FaceDecoder(renderer_factory=lambda h: renderer)
     img = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
     kf = wire.pack_keyframe(wire.Keyframe(keyframe.encode(img), b"aux"))
-    msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, n_expr, QuantSpec().to_list()))]
+    msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, n_expr, QuantSpec().to_list(), time_ms=TIME0))]
     msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
     return dec, renderer, msgs
 
 
+TIME0 = 65_400  # ms: capture times cross the 16-bit wrap of PARAMS (65 536 ms) a few frames in
+
+
 def _params(seq: int, kf: int = 0, n: int = 8, flags: wire.Flags = wire.Flags.NONE) -> bytes:
-    values = np.full(n if flags == wire.Flags.NONE else 0, seq % 100, np.int8)
-    return wire.encode(wire.Params(seq, seq * 40, kf, flags, values))
+    """Frame `seq` (capture time TIME0 + 40 seq), values all seq % 100, generic model."""
+    coder = entropy.Coder(entropy.generic(n - 6), QuantSpec(), 25.0)
+    frames = (np.full(n, seq % 100),) if flags == wire.Flags.NONE else ()
+    return wire.encode(wire.Params(TIME0 + seq * 40, kf, flags, frames), coder)
 
 
 def test_keyframe_is_acknowledged_and_params_render() -> None:
@@ -53,7 +58,7 @@ def test_keyframe_is_acknowledged_and_params_render() -> None:
     assert [wire.decode(r.data) for r in replies] == [wire.ControlMessage(wire.Control.KEYFRAME_ACK, 0)]
     dec.receive(_params(1))
     assert dec.render() is not None and renderer.keyframes == [b"aux"] and len(renderer.rendered) == 1
-    expected = dequantize(np.full(8, 1, np.int8), QuantSpec())
+    expected = dequantize(np.full(8, 1, np.int8), QuantSpec())  # the header has no model: generic
     assert np.allclose(renderer.rendered[0].vector(), expected.vector())
 
 
@@ -80,17 +85,44 @@ def test_newest_wins_and_stale_or_duplicate_are_dropped() -> None:
     dec.render()
     assert dec.stats.stale == 3 and dec.stats.superseded == 1
     assert len(renderer.rendered) == 1 and renderer.rendered[0].yaw == pytest.approx(7 * 0.5)
-    assert dec.stats.expected == 5  # seqs 3..7
+    assert dec.stats.expected == 5  # frames 3..7 by capture time
 
 
-def test_sequence_wraps() -> None:
+def test_capture_time_wraps() -> None:
     dec, renderer, msgs = _session()
     for m in msgs:
         dec.receive(m)
-    for seq in (65534, 65535, 0, 1):
+    for seq in range(0, 8):  # 65 400 .. 65 680 ms: the 16-bit field wraps after the 4th
         dec.receive(_params(seq))
         dec.render()
-    assert len(renderer.rendered) == 4 and dec.stats.stale == 0
+        assert dec.latest_capture_ms == TIME0 + 40 * seq
+    assert len(renderer.rendered) == 8 and dec.stats.stale == 0
+
+
+def test_frames_of_one_message_play_out_one_period_apart() -> None:
+    now = [10.0]
+    dec, renderer, msgs = _session()
+    dec._clock = lambda: now[0]
+    for m in msgs:
+        dec.receive(m)
+    coder = entropy.Coder(entropy.generic(2), QuantSpec(), 25.0)
+    two = [np.full(8, 1), np.full(8, 2)]
+    dec.receive(wire.encode(wire.Params(TIME0, 0, wire.Flags.NONE, tuple(two), (0, 40)), coder))
+    assert dec.pending() and dec.render() is not None and renderer.rendered[-1].yaw == pytest.approx(0.5)
+    assert not dec.pending() and dec.next_due() == pytest.approx(0.04)
+    now[0] += 0.04
+    assert dec.pending() and dec.latest_capture_ms == TIME0 + 40
+    dec.render()
+    assert renderer.rendered[-1].yaw == pytest.approx(1.0) and dec.next_due() is None
+    # A newer message that arrives before the second frame is due supersedes it.
+    dec.receive(wire.encode(wire.Params(TIME0 + 80, 0, wire.Flags.NONE, tuple(two), (0, 40)), coder))
+    dec.render()
+    now[0] += 0.02
+    dec.receive(wire.encode(wire.Params(TIME0 + 160, 0, wire.Flags.NONE, (np.full(8, 5),)), coder))
+    dec.render()
+    assert renderer.rendered[-1].yaw == pytest.approx(2.5) and dec.stats.superseded == 1
+    now[0] += 1.0
+    assert not dec.pending()  # the superseded frame never shows later
 
 
 def test_no_face_holds_and_dims_the_last_frame() -> None:
@@ -132,11 +164,14 @@ def test_corrupt_keyframe_is_rejected_and_requested_again() -> None:
 
 def test_real_clip_in_memory_small_packets() -> None:
     frames = read_frames("DPE/s.mp4", 40)
-    enc, dec = FaceEncoder(fps=25), FaceDecoder()
-    out = list(driver.run(frames, enc, dec, 25))
+    clock = driver.TickClock()
+    enc, dec = FaceEncoder(fps=25), FaceDecoder(clock=clock)
+    out = list(driver.run(frames, enc, dec, 25, clock=clock))
+    # Two frames per message, played one period apart: the keyframe picture shows alone at tick 0
+    # (frame 0's parameters wait for frame 1), frame 39 would show at tick 40.
     assert enc.stats.keyframes == 1 and dec.stats.rendered == 40
-    params_bytes = [o.sent_bytes for o in out[1:]]
-    assert max(params_bytes) < 40
+    params_bytes = [o.sent_bytes for o in out[1:] if o.sent_bytes]
+    assert max(params_bytes) < 30 and np.mean(params_bytes) < 20  # two frames each
     assert all(o.output is not None and o.output.shape == (256, 256, 3) for o in out)
     assert psnr(out[-1].output, enc.last_crop) > 20
     enc.close()
@@ -146,10 +181,11 @@ def test_stretch_without_face_is_reported_and_call_continues() -> None:
     faces = read_frames("DPE/s.mp4", 30)
     blank = [np.full_like(faces[0], 128)] * 12
     frames = faces[:12] + blank + faces[12:]
-    enc, dec = FaceEncoder(fps=25), FaceDecoder()
+    clock = driver.TickClock()
+    enc, dec = FaceEncoder(fps=25), FaceDecoder(clock=clock)
     events: list[str] = []
     rendered_before = 0
-    for r in driver.run(frames, enc, dec, 25):
+    for r in driver.run(frames, enc, dec, 25, clock=clock):
         events += enc.events
         enc.events.clear()
         if r.index == 11:

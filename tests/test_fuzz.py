@@ -14,9 +14,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codec import wire
+from codec import entropy, wire
 from codec.decoder import FaceDecoder
-from codec.fuzzing import N_EXPR, fuzz_session, mutate
+from codec.fuzzing import N_EXPR, fuzz_coder, fuzz_session, mutate
 from codec.params import QuantSpec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -30,18 +30,22 @@ def session() -> tuple[FaceDecoder, list[bytes]]:
     return fuzz_session()
 
 
+CODER = fuzz_coder()
+
+
 def check(dec: FaceDecoder, data: bytes) -> None:
-    try:
-        wire.decode(data)
-    except wire.WireError as exc:
-        assert "\n" not in str(exc) and str(exc)
+    for coder in (None, CODER):
+        try:
+            wire.decode(data, coder)
+        except wire.WireError as exc:
+            assert "\n" not in str(exc) and str(exc)
     dec.receive(data)
     dec.poll()
     if dec.pending():
         dec.render()
 
 
-TAGS = st.sampled_from([0x11, 0x12, 0x13, 0x14, 0x10, 0x15, 0x1F, 0x21, 0x01, -1, 255, 2**40])
+TAGS = st.sampled_from([0x21, 0x22, 0x23, 0x24, 0x20, 0x25, 0x2F, 0x11, 0x13, 0x01, -1, 255, 2**40])
 SCALARS = st.one_of(
     st.integers(-(2**63), 2**64 - 1),
     st.integers(-3, 300),
@@ -64,35 +68,34 @@ HEADER_MAPS = st.fixed_dictionaries(
         "n_expr": st.integers(-1, 300),
         "steps": st.lists(st.floats(-1, 2000), max_size=6),
     },
-    optional={"model": VALUES, "epoch_ms": st.integers(-1, 2**64 - 1)},
+    optional={
+        "model": VALUES,
+        "epoch_ms": st.integers(-1, 2**64 - 1),
+        "time_ms": st.integers(-1, 2**33),
+        "entropy": st.one_of(st.binary(max_size=300), VALUES),
+    },
 )
 
 
 @st.composite
 def near_valid(draw: st.DrawFn) -> bytes:
     kind = draw(st.sampled_from(["params", "chunk", "control", "header", "any"]))
-    if kind == "params":
-        body = [
-            0x13,
-            draw(st.integers(-1, 70000)),
-            draw(st.integers(-1, 2**33)),
-            draw(st.integers(-1, 300)),
-            draw(st.integers(-1, 3)),
-            draw(st.one_of(st.binary(max_size=250), VALUES)),
-        ]
-    elif kind == "chunk":
+    if kind == "params":  # binary: tag byte, 16-bit time, range-coded body
+        tag = 0x40 | draw(st.integers(0, 63)) if draw(st.booleans()) else draw(st.integers(0, 255))
+        return bytes([tag]) + draw(st.binary(min_size=0, max_size=40))
+    if kind == "chunk":
         count = draw(st.integers(-1, 200))
         body = [
-            0x12,
+            0x22,
             draw(st.integers(-1, 300)),
             draw(st.integers(-1, 200)),
             count,
             draw(st.one_of(st.binary(max_size=64), VALUES)),
         ]
     elif kind == "control":
-        body = [0x14, draw(st.integers(-2, 6)), draw(st.integers(-(2**40), 2**40))]
+        body = [0x24, draw(st.integers(-2, 6)), draw(st.integers(-(2**40), 2**40))]
     elif kind == "header":
-        body = [0x11, draw(st.one_of(HEADER_MAPS, VALUES))]
+        body = [0x21, draw(st.one_of(HEADER_MAPS, VALUES))]
     else:
         body = [draw(TAGS), *draw(st.lists(VALUES, max_size=7))]
     if draw(st.booleans()):  # drop or add a field
@@ -126,7 +129,7 @@ def test_mutated_golden_corpus_never_crashes() -> None:
         check(dec, mutate(rng, corpus[int(rng.integers(0, len(corpus)))], corpus))
     assert dec.stats.bad_packets > MUTATION_CASES // 4
     # After all that, the session still works: a valid packet renders.
-    dec.receive(wire.encode(wire.Params(60000, 0, 0, wire.Flags.NONE, np.ones(6 + N_EXPR, np.int8))))
+    dec.receive(wire.encode(wire.Params(60000, 0, wire.Flags.NONE, (np.ones(6 + N_EXPR, np.int64),)), CODER))
     assert dec.header is not None
 
 
@@ -135,4 +138,5 @@ def test_unknown_profile_header_is_reported_not_raised() -> None:
     replies = dec.receive(wire.encode(wire.Header("fv2v", 256, 25.0, 0, QuantSpec().to_list())))
     assert dec.error == "no weights for fv2v" and dec.header is None
     assert [wire.decode(r.data) for r in replies] == [wire.ControlMessage(wire.Control.BYE, 0)]
-    assert dec.receive(wire.encode(wire.Params(1, 0, 0, wire.Flags.NONE, np.zeros(6, np.int8)))) == []
+    coder = entropy.Coder(entropy.generic(0), QuantSpec(), 25.0)
+    assert dec.receive(wire.encode(wire.Params(1, 0, wire.Flags.NONE, (np.zeros(6, np.int64),)), coder)) == []

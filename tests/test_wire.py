@@ -8,43 +8,72 @@ import msgpack
 import numpy as np
 import pytest
 
-from codec import wire
+from codec import entropy, wire
+from codec.params import QuantSpec
 
 GOLDEN = Path(__file__).parent / "golden"
+N_EXPR = 11
+CODER = entropy.Coder(entropy.generic(N_EXPR), QuantSpec(), 25.0)
+VALUES = np.array([1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -16, 17])
 
 MESSAGES: dict[str, wire.Message] = {
-    "header": wire.Header("mesh", 256, 25.0, 11, [0.5, 1 / 512, 0.004, 1 / 512], "", 1700000000000),
-    "keyframe_chunk": wire.KeyframeChunk(3, 0, 2, bytes(range(32))),
-    "params": wire.Params(
-        513,
+    "header": wire.Header(
+        "mesh",
+        256,
+        25.0,
+        N_EXPR,
+        [0.5, 1 / 512, 0.004, 1 / 512],
+        "",
+        1700000000000,
         123456,
-        3,
-        wire.Flags.NONE,
-        np.array([1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -16, 17], np.int8),
+        entropy.generic(N_EXPR).to_bytes(),
     ),
-    "params_no_face": wire.Params(65535, 4294967295, 255, wire.Flags.NO_FACE, np.zeros(0, np.int8)),
+    "keyframe_chunk": wire.KeyframeChunk(3, 0, 2, bytes(range(32))),
+    "params": wire.Params(123456, 3, wire.Flags.NONE, (VALUES,), (0,)),
+    "params_two_frames": wire.Params(123456, 19, wire.Flags.NONE, (VALUES, VALUES + 1), (0, 40)),
+    "params_no_face": wire.Params(65535, 255, wire.Flags.NO_FACE),
     "control_keyframe_request": wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, -1),
 }
 
 
 def _same(a: wire.Message, b: wire.Message) -> bool:
     if isinstance(a, wire.Params) and isinstance(b, wire.Params):
-        return (a.seq, a.capture_ms, a.kf_id, a.flags) == (b.seq, b.capture_ms, b.kf_id, b.flags) and np.array_equal(
-            a.values, b.values
+        offsets = a.offsets_ms or (0,) * len(a.frames)
+        return (
+            (a.capture_ms % 65536, a.kf_id % 16, a.flags) == (b.capture_ms, b.kf_id, b.flags)
+            and len(a.frames) == len(b.frames)
+            and all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
+            and (not a.frames or tuple(offsets) == tuple(b.offsets_ms))
         )
     return a == b
 
 
 @pytest.mark.parametrize("name", sorted(MESSAGES))
 def test_golden_bytes(name: str) -> None:
-    golden = (GOLDEN / f"{name}_v1.bin").read_bytes()
-    assert wire.encode(MESSAGES[name]) == golden
-    assert _same(wire.decode(golden), MESSAGES[name])
+    golden = (GOLDEN / f"{name}_v2.bin").read_bytes()
+    assert wire.encode(MESSAGES[name], CODER) == golden
+    assert _same(MESSAGES[name], wire.decode(golden, CODER))
 
 
 def test_params_packet_is_small() -> None:
-    # 17 int8 values (6 pose + 11 expression), seq and a capture time past 65 s.
-    assert len((GOLDEN / "params_v1.bin").read_bytes()) == 31
+    # 17 large values (6 pose + 11 expression, up to 17 steps) under the generic model: v1 took 31 bytes.
+    assert len((GOLDEN / "params_v2.bin").read_bytes()) < len((GOLDEN / "params_v1.bin").read_bytes()) * 0.6
+    assert len((GOLDEN / "params_no_face_v2.bin").read_bytes()) == 3
+
+
+def test_params_without_coder_keep_their_body() -> None:
+    msg = wire.decode((GOLDEN / "params_v2.bin").read_bytes())
+    assert isinstance(msg, wire.Params) and msg.frames == () and msg.body
+
+
+def test_v1_peer_gets_one_line_refusal() -> None:
+    for name in ("header", "params", "keyframe_chunk", "control_keyframe_request"):
+        with pytest.raises(wire.WireVersionError) as err:
+            wire.decode((GOLDEN / f"{name}_v1.bin").read_bytes())
+        assert str(err.value) == (
+            "the peer speaks fvcall wire format v1, this build speaks v2: run the same fvcall on both ends"
+        )
+        assert err.value.version == 1
 
 
 def test_keyframe_split_and_reassemble_out_of_order() -> None:
@@ -71,69 +100,67 @@ def test_newer_keyframe_replaces_half_received_one() -> None:
     [
         (b"", "malformed packet: empty"),
         (b"\xc1\x00garbage", "malformed packet: not msgpack (FormatError)"),
-        ((GOLDEN / "params_v1.bin").read_bytes()[:-3], "malformed packet: not msgpack (ValueError)"),
+        ((GOLDEN / "header_v2.bin").read_bytes()[:-3], "malformed packet: not msgpack (ValueError)"),
         (b"\x00" * (wire.MAX_MESSAGE_BYTES + 1), f"packet too large: {wire.MAX_MESSAGE_BYTES + 1} bytes (limit 16448)"),
-        (msgpack.packb([(2 << 4) | 3, 0, 0, 0, 0, b""]), "unsupported packet version 2 (this build speaks 1)"),
-        (msgpack.packb([(1 << 4) | 9]), "malformed packet: unknown kind 9"),
+        (msgpack.packb([(3 << 4) | 4, 0, 0]), "unsupported packet version 3 (this build speaks 2)"),
+        (msgpack.packb([(2 << 4) | 9]), "malformed packet: unknown kind 9"),
         (msgpack.packb({"a": 1}), "malformed packet: no type tag"),
-        (msgpack.packb([0x13, 70000, 0, 0, 0, b""]), "malformed packet: seq out of range"),
-        (msgpack.packb([0x13, 1, 0, 0, 8, b""]), "malformed packet: flags out of range"),
-        (msgpack.packb([0x13, 1, 0, 0, 0, b"x" * 200]), "malformed packet: params values"),
-        (msgpack.packb([0x13, 1, 0, 0]), "malformed packet: params needs 6 fields"),
-        (msgpack.packb([0x12, 0, 5, 5, b""]), "malformed packet: chunk index out of range"),
-        (msgpack.packb([0x12, 0, 0, 1000, b""]), "malformed packet: chunk count out of range"),
-        (msgpack.packb([0x14, 99, 0]), "malformed packet: control code out of range"),
+        (b"\x40", "malformed packet: params truncated"),
+        (b"\x41\x00\x00\x00", "malformed packet: params reserved bit set"),
+        (b"\x42\x00\x00\x01", "malformed packet: no-face params carry values"),
+        (b"\x40\x00\x00", "malformed packet: params without values"),
+        (b"\x40" + b"\x00" * 600, "packet too large: 601 bytes (limit 512)"),
+        (msgpack.packb([0x22, 0, 5, 5, b""]), "malformed packet: chunk index out of range"),
+        (msgpack.packb([0x22, 0, 0, 1000, b""]), "malformed packet: chunk count out of range"),
+        (msgpack.packb([0x24, 99, 0]), "malformed packet: control code out of range"),
         (
-            msgpack.packb([0x11, {"profile": "../x", "size": 256, "fps": 25.0, "n_expr": 11, "steps": [1, 1, 1, 1]}]),
+            msgpack.packb([0x21, {"profile": "../x", "size": 256, "fps": 25.0, "n_expr": 11, "steps": [1, 1, 1, 1]}]),
             "malformed header: profile",
         ),
         (
-            msgpack.packb([0x11, {"profile": "mesh", "size": 256, "fps": 25.0, "n_expr": 11, "steps": [1, 1, -1, 1]}]),
+            msgpack.packb([0x21, {"profile": "mesh", "size": 256, "fps": 25.0, "n_expr": 11, "steps": [1, 1, -1, 1]}]),
             "malformed header: steps",
         ),
-        (msgpack.packb([0x13, True, 0, 0, 0, b""]), "malformed packet: seq out of range"),
+        (
+            msgpack.packb(
+                [0x21, {"profile": "mesh", "size": 256, "fps": 25.0, "n_expr": 1, "steps": [1, 1, 1, 1], "entropy": 3}]
+            ),
+            "malformed header: entropy model",
+        ),
     ],
 )
 def test_rejects_with_exact_message(data: bytes, message: str) -> None:
     with pytest.raises(wire.WireError) as err:
-        wire.decode(data)
+        wire.decode(data, CODER)
     assert str(err.value) == message
-
-
-def test_oversized_params_rejected_even_under_message_limit() -> None:
-    data = (
-        msgpack.packb(
-            [
-                0x13,
-                1,
-                0,
-                0,
-                0,
-                b"\x00" * 100,
-            ]
-        )
-        + b""
-    )
-    big = msgpack.packb([0x13, 1, 0, 0, 0, b"\x00" * 300])
-    assert isinstance(wire.decode(data), wire.Params)
-    with pytest.raises(wire.WireError, match=r"^packet too large: \d+ bytes \(limit 256\)$"):
-        wire.decode(big)
 
 
 def test_random_garbage_never_escapes_as_another_exception() -> None:
     rng = np.random.default_rng(1)
-    seeds = [wire.encode(m) for m in MESSAGES.values()]
+    seeds = [wire.encode(m, CODER) for m in MESSAGES.values()]
     for i in range(3000):
         base = bytearray(seeds[i % len(seeds)])
         for _ in range(int(rng.integers(1, 4))):
             base[int(rng.integers(0, len(base)))] = int(rng.integers(0, 256))
         try:
-            wire.decode(bytes(base[: int(rng.integers(1, len(base) + 1))]))
+            wire.decode(bytes(base[: int(rng.integers(1, len(base) + 1))]), CODER)
         except wire.WireError:
             pass
 
 
 def test_is_header_peek() -> None:
-    assert wire.is_header((GOLDEN / "header_v1.bin").read_bytes())
-    assert not any(wire.is_header((GOLDEN / f"{n}_v1.bin").read_bytes()) for n in MESSAGES if n != "header")
+    assert wire.is_header((GOLDEN / "header_v2.bin").read_bytes())
+    assert wire.is_header((GOLDEN / "header_v1.bin").read_bytes())  # reaches the decoder, which refuses it
+    assert not any(wire.is_header((GOLDEN / f"{n}_v2.bin").read_bytes()) for n in MESSAGES if n != "header")
     assert not wire.is_header(b"") and not wire.is_header(b"\x92")
+
+
+def test_v1_caller_is_refused_by_the_decoder_with_a_bye_it_understands() -> None:
+    from codec.decoder import FaceDecoder
+
+    dec = FaceDecoder(renderer_factory=lambda h: None)  # never reached
+    replies = dec.receive((GOLDEN / "header_v1.bin").read_bytes())
+    assert dec.error is not None and dec.error.startswith("the peer speaks fvcall wire format v1")
+    assert [r.data for r in replies][-1] == wire.V1_BYE and all(r.reliable for r in replies)
+    assert msgpack.unpackb(wire.V1_BYE) == [0x14, int(wire.Control.BYE), 0]  # v1's own BYE
+    assert dec.header is None and dec.stats.bad_packets == 1

@@ -37,6 +37,11 @@ def model_id(weights_path: str | Path | None) -> str:
     return W.model_id(weights_path)
 
 
+def basis_id() -> str:
+    """Keypoint offsets of the network: no fitted entropy model yet (the generic one is used)."""
+    return "fv2v-kp"
+
+
 def preload() -> None:
     """Nothing to load before a call: the weights come with the caller's header."""
 

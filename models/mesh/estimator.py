@@ -28,7 +28,7 @@ class MeshEstimator:
         lm = self._still.landmarks(image)
         if lm is None:
             raise NoFaceError("no face in the keyframe")
-        aux = wire_landmarks.encode(lm)
+        aux = wire_landmarks.encode(lm, self.size)
         self.rig = Rig(wire_landmarks.decode(aux, self.size), self.size)
         return aux
 

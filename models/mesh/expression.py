@@ -13,6 +13,8 @@ Eleven int8 values keep a parameter packet near 30 bytes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +65,13 @@ KEYPOINTS: tuple[Keypoint, ...] = (
     Keypoint("left_brow_y", 334, 1, 0.5, "left_brow"),
 )
 N_EXPR = len(KEYPOINTS)
+# What a fitted parameter model (codec/entropy_models) is valid for: changes with any keypoint.
+BASIS_ID = (
+    "kp-"
+    + hashlib.sha256(
+        json.dumps([[k.name, k.index, k.axis, k.sigma, k.region] for k in KEYPOINTS]).encode()
+    ).hexdigest()[:8]
+)
 
 
 def _masks(lm: np.ndarray) -> dict[str, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from models.mesh import expression
 from models.mesh.estimator import MeshEstimator
 from models.mesh.renderer import MeshRenderer
 from models.mesh.renderer import preload as preload
@@ -22,3 +23,8 @@ def make_renderer(size: int, weights: Path | None) -> MeshRenderer:
 def model_id(weights: Path | None) -> str:
     """Model-free: nothing for the receiver to match."""
     return ""
+
+
+def basis_id() -> str:
+    """The expression basis the estimator fits (keys the fitted entropy model)."""
+    return expression.BASIS_ID
