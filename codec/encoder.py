@@ -36,14 +36,16 @@ class FaceEncoder(Encoder):
         weights: Path | None = None,
         estimator: Estimator | None = None,
         epoch_ms: int | None = None,
+        model: str | None = None,
     ) -> None:
-        """`estimator` replaces the profile's own (tests, cached benchmark passes); `epoch_ms` is the
-        wall clock at capture_ms = 0 (default: now; see set_epoch)."""
+        """`estimator` replaces the profile's own (tests, cached benchmark passes); `model` is then the
+        header's model id when it is not the profile's default; `epoch_ms` is the wall clock at
+        capture_ms = 0 (default: now; see set_epoch)."""
         self.profile, self.size, self.fps = profile, size, fps
         self.keyframe_crf = keyframe_crf
         self.quant = quant or QuantSpec()
         self.estimator = estimator or profiles.get(profile).estimator(size, weights, self.quant)
-        self.model = profiles.get(profile).model_id(weights)
+        self.model = profiles.get(profile).model_id(weights) if model is None else model
         self.detector = FaceDetector()
         self.stats = EncoderStats()
         self.box: CropBox | None = None

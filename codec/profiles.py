@@ -57,6 +57,9 @@ class Profile:
     """() -> None: loads what a receiver needs before a call arrives (slow imports)."""
     needs_weights: bool = False
     """True: both ends must run the same weights (the header's model id is checked)."""
+    renderer_for_fn: str = ""
+    """(size, model id) -> Renderer of the model the caller's header names, or ProfileError where this
+    build lacks it; '' where the profile has one model per weights file."""
 
     def _load(self, attr: str) -> Any:
         try:
@@ -72,6 +75,9 @@ class Profile:
     def renderer(self, size: int, weights: Path | None = None) -> Renderer:
         return self._load(self.renderer_fn)(size, weights)
 
+    def renderer_for(self, size: int, model: str) -> Renderer:
+        return self._load(self.renderer_for_fn)(size, model)
+
     def model_id(self, weights: Path | None = None) -> str:
         return self._load(self.model_id_fn)(weights)
 
@@ -82,7 +88,10 @@ class Profile:
 _REGISTRY = {
     p.name: p
     for p in (
-        Profile("mesh", "models.mesh.profile", "make_estimator", "make_renderer", "model_id", "preload"),
+        Profile(
+            "mesh", "models.mesh.profile", "make_estimator", "make_renderer", "model_id", "preload",
+            renderer_for_fn="make_renderer_for",
+        ),
         Profile("fv2v", "models.fv2v.profile", "make_estimator", "make_renderer", "model_id", "preload", True),
     )
 }
@@ -101,6 +110,8 @@ def get(name: str) -> Profile:
 def make_renderer(name: str, size: int, weights: Path | None = None, model: str = "") -> Renderer:
     """The receiver's renderer; `model` is what the caller's header says it runs ('' = no check)."""
     profile = get(name)
+    if profile.renderer_for_fn:
+        return profile.renderer_for(size, model)  # the profile picks the caller's model, or refuses it
     if model:
         have = profile.model_id(weights) if weights is not None or not profile.needs_weights else "no weights"
         if have != model:

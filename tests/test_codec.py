@@ -179,17 +179,35 @@ def test_keyframe_landmarks_round_trip_and_reject_bombs() -> None:
 
     from models.mesh import landmarks
 
-    lm = np.random.default_rng(3).uniform(0, 256, (468, 3)).astype(np.float32)
-    data = landmarks.encode(lm)
-    assert len(data) < 468 * 3 * 2
-    assert np.abs(landmarks.decode(data, 256) - lm).max() <= landmarks.LANDMARK_STEP_PX / 2
+    lm = np.random.default_rng(3).uniform(0, 256, (478, 3)).astype(np.float32)
+    full = landmarks.encode_full(lm)
+    assert len(full) < 478 * 3 * 2
+    back, exact = landmarks.decode(full, 256, lambda: None)
+    assert exact and np.abs(back - lm).max() <= landmarks.LANDMARK_STEP_PX / 2
     for bad, why in (
-        (zlib.compress(bytes(10**6)), "expected 2808 bytes"),
-        (b"junk", "not zlib data"),
-        (data[:-4], "expected 2808 bytes"),
+        (b"\x02" + zlib.compress(bytes(10**6)), "expected 2868 bytes"),
+        (b"\x02junk", "not zlib data"),
+        (full[:-4], "expected 2868 bytes"),
+        (b"", "missing"),
+        (b"\x07abcd", "unknown form 7"),
+        (b"\x01abc", "digest must be 5 bytes"),
     ):
         with pytest.raises(ValueError, match=why):
-            landmarks.decode(bad, 256)
+            landmarks.decode(bad, 256, lambda: lm)
+
+
+def test_keyframe_landmark_digest_checks_the_receivers_own_landmarks() -> None:
+    from models.mesh import landmarks
+
+    lm = landmarks.quantize(np.random.default_rng(4).uniform(0, 256, (478, 3)))  # on the grid
+    aux = landmarks.encode_digest(lm)
+    assert len(aux) == landmarks.DIGEST_BYTES
+    same, exact = landmarks.decode(aux, 256, lambda: lm + 0.01)  # within the wire grid's rounding
+    assert exact and np.array_equal(same, landmarks.quantize(lm))
+    moved, exact = landmarks.decode(aux, 256, lambda: lm + 1.0)  # a different tracker: used, but flagged
+    assert not exact and np.allclose(moved, landmarks.quantize(lm + 1.0))
+    with pytest.raises(ValueError, match="no face found"):
+        landmarks.decode(aux, 256, lambda: None)
 
 
 def test_receiver_without_the_callers_model_says_so_and_ends_the_call() -> None:
