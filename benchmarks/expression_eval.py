@@ -38,13 +38,12 @@ import numpy as np
 
 from benchmarks.harness import face_metrics as fm
 from benchmarks.harness.clips import load_clip
-from benchmarks.harness.metrics import luma, psnr
+from codec import driver, wire
 from codec import rate as wire_rate
-from codec import wire
-from codec.api import Encoder, Packet
+from codec.api import Packet
 from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
-from codec.loopback import run as loopback
+from codec.metrics import luma, psnr
 from models.face import FaceDetector, FaceMesh
 from models.mesh import expression, fit, gaussian, regions
 from models.mesh.estimator import MeshEstimator
@@ -105,56 +104,45 @@ class ModelRun:
     series: dict[str, list[float]] = field(default_factory=dict)
 
 
-class MeteredEncoder(Encoder):
-    """An encoder that times each encode() and splits its bytes into keyframe and stream."""
+class TimedEncoder(FaceEncoder):
+    """FaceEncoder that times each encode() (keyframe frames apart: they are rare and cost more)."""
 
-    def __init__(self, inner: FaceEncoder) -> None:
-        self.inner = inner
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.send_ms: list[float] = []
         """encode() time of frames that sent no keyframe."""
-        self.keyframe_bytes: list[int] = []
-        """Payload bytes of each keyframe."""
-        self.stream_bytes = 0
-        self.stream_wire = 0
-        self.params = 0
 
     def encode(self, frame: np.ndarray, capture_ms: int) -> list[Packet]:
+        keyframes = self.stats.keyframes
         t0 = time.perf_counter()
-        packets = self.inner.encode(frame, capture_ms)
-        dt = (time.perf_counter() - t0) * 1000
-        kinds = [wire.decode(p.data) for p in packets]
-        kf = [len(p.data) for p, k in zip(packets, kinds, strict=True) if isinstance(k, wire.KeyframeChunk)]
-        if kf:
-            self.keyframe_bytes.append(sum(kf))
-        else:
-            self.send_ms.append(dt)
-        for p, k in zip(packets, kinds, strict=True):
-            if not isinstance(k, wire.KeyframeChunk):
-                self.stream_bytes += len(p.data)
-                self.stream_wire += wire_rate.data_channel_wire_bytes(len(p.data))
-                self.params += isinstance(k, wire.Params)
+        packets = super().encode(frame, capture_ms)
+        if self.stats.keyframes == keyframes:
+            self.send_ms.append((time.perf_counter() - t0) * 1000)
         return packets
-
-    def receive(self, data: bytes) -> list[Packet]:
-        return self.inner.receive(data)
 
 
 def run_model(frames: list[np.ndarray], fps: float, model_name: str) -> ModelRun:
     model = expression.get(model_name)
-    inner = FaceEncoder("mesh", SIZE, fps, estimator=MeshEstimator(SIZE, model))
-    enc = MeteredEncoder(inner)
-    dec = FaceDecoder(clock=lambda: 0.0)
+    clock = driver.TickClock()
+    enc = TimedEncoder("mesh", SIZE, fps, estimator=MeshEstimator(SIZE, model), model=model.model_id)
+    dec = FaceDecoder(clock=clock)
     outputs, refs = {}, {}
-    for lf in loopback(frames, enc, dec, fps):
-        if lf.output is not None and inner.last_crop is not None:
-            outputs[lf.index], refs[lf.index] = lf.output, inner.last_crop
-    kf_bytes, stream_bytes, stream_wire, n_params, send_ms = (
-        enc.keyframe_bytes,
-        enc.stream_bytes,
-        enc.stream_wire,
-        enc.params,
-        enc.send_ms,
-    )
+    kf_bytes: list[int] = []
+    stream_bytes = stream_wire = n_params = 0
+    for df in driver.run(frames, enc, dec, fps, clock=clock, render_at=lambda i: True):
+        if df.output is not None and enc.last_crop is not None:
+            outputs[df.index], refs[df.index] = df.output, enc.last_crop
+        kinds = [wire.decode(p.data) for p in df.packets]
+        kf = [len(p.data) for p, k in zip(df.packets, kinds, strict=True) if isinstance(k, wire.KeyframeChunk)]
+        if kf:
+            kf_bytes.append(sum(kf))
+        for p, k in zip(df.packets, kinds, strict=True):
+            if not isinstance(k, wire.KeyframeChunk):
+                stream_bytes += len(p.data)
+                stream_wire += wire_rate.data_channel_wire_bytes(len(p.data))
+                n_params += isinstance(k, wire.Params)
+    send_ms = enc.send_ms
+    inner = enc
     inner.close()
     duration = len(frames) / fps
     kf_wire = [wire_rate.data_channel_wire_bytes(min(b, wire.KEYFRAME_CHUNK_BYTES)) for b in kf_bytes]

@@ -89,7 +89,12 @@ _REGISTRY = {
     p.name: p
     for p in (
         Profile(
-            "mesh", "models.mesh.profile", "make_estimator", "make_renderer", "model_id", "preload",
+            "mesh",
+            "models.mesh.profile",
+            "make_estimator",
+            "make_renderer",
+            "model_id",
+            "preload",
             renderer_for_fn="make_renderer_for",
         ),
         Profile("fv2v", "models.fv2v.profile", "make_estimator", "make_renderer", "model_id", "preload", True),

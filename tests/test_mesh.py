@@ -209,9 +209,9 @@ def test_learned_model_moves_the_irises_in_the_picture() -> None:
 
 
 def test_receiver_picks_the_callers_expression_model() -> None:
-    from codec.profiles import ProfileError, make_renderer, model_id
+    from codec.profiles import ProfileError, get, make_renderer
 
-    assert model_id("mesh") == expression.learned().model_id
+    assert get("mesh").model_id() == expression.learned().model_id
     r = make_renderer("mesh", SIZE, model=gaussian.MODEL_ID)
     assert r.model.model_id == gaussian.MODEL_ID
     assert make_renderer("mesh", SIZE, model="").model.model_id == expression.learned().model_id

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from models.types import EXPRESSION_STEP
 from models.face import N_LANDMARKS, FaceDetector, FaceMesh, crop
 from models.mesh import expression, gaussian, regions
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.pose import STABLE, similarity
+from models.types import EXPRESSION_STEP
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "raw"
