@@ -9,7 +9,8 @@ import numpy as np
 
 from codec import keyframe, profiles, wire
 from codec.api import Encoder, Estimator, NoFaceError, Packet
-from codec.params import FrameParams, QuantSpec, in_range, quantize
+from codec.params import FrameParams, QuantSpec, dequantize, in_range, quantize
+from codec.refresh import ErrorMonitor, RefreshPolicy
 from codec.stats import EncoderStats, append_capped
 from models.face import CropBox, FaceDetector, crop
 
@@ -37,15 +38,25 @@ class FaceEncoder(Encoder):
         estimator: Estimator | None = None,
         epoch_ms: int | None = None,
         model: str | None = None,
+        closed_loop: bool | None = None,
+        refresh: RefreshPolicy | None = None,
     ) -> None:
         """`estimator` replaces the profile's own (tests, cached benchmark passes); `model` is then the
         header's model id when it is not the profile's default; `epoch_ms` is the wall clock at
-        capture_ms = 0 (default: now; see set_epoch)."""
+        capture_ms = 0 (default: now; see set_epoch). `closed_loop` runs the receiver's renderer here
+        to refresh the keyframe when its measured error calls for one (default: where the profile's
+        renderer is cheap enough, codec.profiles.Profile.closed_loop), with the `refresh` knobs."""
         self.profile, self.size, self.fps = profile, size, fps
         self.keyframe_crf = keyframe_crf
         self.quant = quant or QuantSpec()
         self.estimator = estimator or profiles.get(profile).estimator(size, weights, self.quant)
         self.model = profiles.get(profile).model_id(weights) if model is None else model
+        if closed_loop is None:
+            closed_loop = profiles.get(profile).closed_loop
+        self.monitor = (
+            ErrorMonitor(profiles.make_renderer(profile, size, weights, self.model), refresh) if closed_loop else None
+        )
+        """What the receiver shows, measured here (None: refreshes by the fixed limits only)."""
         self.detector = FaceDetector()
         self.stats = EncoderStats()
         self.box: CropBox | None = None
@@ -105,7 +116,7 @@ class FaceEncoder(Encoder):
         now = capture_ms / 1000.0  # capture time, not wall time: offline runs behave the same
         if self._keyframe_due and now - self._last_kf_time >= KEYFRAME_MIN_INTERVAL_S:
             try:
-                out += self._keyframe(face)
+                out += self._keyframe(face, now)
             except NoFaceError:
                 self._recenter = True
                 return out + self._no_face(capture_ms)
@@ -128,15 +139,23 @@ class FaceEncoder(Encoder):
             self.stats.held_frames += 1  # a clipped or overturned warp is garbage: the receiver holds
             return out
         values = quantize(params, self.quant)
+        if self.monitor is not None:
+            reason = self.monitor.check(face, dequantize(values, self.quant), now)
+            if reason is not None:
+                self.stats.error_refreshes += 1
+                self.events.append(reason)
+                self.request_keyframe()
         msg = wire.Params(self._seq, capture_ms, self.kf_id, wire.Flags.NONE, values)
         self._seq = (self._seq + 1) % wire.SEQ_MODULO
         self.stats.params_sent += 1
         return out + [self._emit(msg, reliable=False)]
 
-    def _keyframe(self, face: np.ndarray) -> list[Packet]:
+    def _keyframe(self, face: np.ndarray, now: float) -> list[Packet]:
         h264 = keyframe.encode(face, self.keyframe_crf)
         decoded = keyframe.decode(h264, self.size)  # both sides work from the decoded picture
         aux = self.estimator.set_keyframe(decoded)
+        if self.monitor is not None:
+            self.monitor.keyframe(decoded, aux, now)
         self.kf_id = (self.kf_id + 1) % wire.KF_MODULO
         self._keyframe_due = False
         back = [self._face_back()] if self._face_lost else []  # the keyframe itself shows the face

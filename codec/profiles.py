@@ -57,6 +57,9 @@ class Profile:
     """() -> None: loads what a receiver needs before a call arrives (slow imports)."""
     needs_weights: bool = False
     """True: both ends must run the same weights (the header's model id is checked)."""
+    closed_loop: bool = False
+    """True: the renderer is cheap enough for the sender to run it and measure what the receiver
+    shows (codec.refresh), which then drives keyframe refreshes."""
     renderer_for_fn: str = ""
     """(size, model id) -> Renderer of the model the caller's header names, or ProfileError where this
     build lacks it; '' where the profile has one model per weights file."""
@@ -95,6 +98,7 @@ _REGISTRY = {
             "make_renderer",
             "model_id",
             "preload",
+            closed_loop=True,
             renderer_for_fn="make_renderer_for",
         ),
         Profile("fv2v", "models.fv2v.profile", "make_estimator", "make_renderer", "model_id", "preload", True),
