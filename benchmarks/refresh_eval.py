@@ -77,6 +77,7 @@ def run(frames: list[np.ndarray], fps: float, closed_loop: bool, event_s: float 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("clips", nargs="*", help="only these cases (paths under ../shared/data/raw)")
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--out", type=Path, default=REPO / "results" / "refresh.json")
     args = ap.parse_args()
@@ -86,6 +87,8 @@ def main() -> None:
     rows = {}
     print(f"{'case':46s} {'loop':>4s} {'kf':>3s} {'err':>3s} {'PSNR':>6s} {'after':>6s} {'kbit/s 60s':>10s}")
     for clip, light in CASES:
+        if args.clips and clip not in args.clips:
+            continue
         c = load_clip(DATA / clip, DATA, args.frames, detector) if (DATA / clip).is_file() else None
         if c is None:
             print(f"{clip}: missing or no face", file=sys.stderr)
