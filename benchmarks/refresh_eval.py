@@ -36,6 +36,8 @@ CASES = (
     ("LivePortrait/d12.mp4", False),  # hand and pen enter, fast head motion
     ("Wav2Lip-GFPGAN/kim_7s_raw.mp4", False),  # graphics pop up at the top left
     ("first-order-model/10.mp4", False),  # head turns, moving background
+    ("video-retalking/4.mp4", False),  # talking, brows, fixed camera (held out of the expression fit)
+    ("EDTalk/expression_source.mp4", False),  # talking, smiling, head tilts, eye closing
     ("DPE/s.mp4", True),
     ("styletalk/KristiNoem.mp4", True),
 )

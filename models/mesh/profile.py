@@ -32,3 +32,8 @@ def make_renderer_for(size: int, model: str) -> MeshRenderer:
 def model_id(weights: Path | None) -> str:
     """The expression model: both ends must hold the same basis."""
     return expression.get().model_id
+
+
+def basis_id() -> str:
+    """The expression basis the estimator fits (keys fitted statistics of its coefficients)."""
+    return expression.get().model_id
