@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -c requirements.lock $(TORCH) -e '.[dev]'
+	$(PIP) install -q -c requirements.lock $(TORCH) -e '.[dev,bench]'
 	touch $@
 
 install: $(VENV)/.installed
