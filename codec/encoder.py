@@ -9,7 +9,8 @@ import numpy as np
 
 from codec import entropy, keyframe, profiles, wire
 from codec.api import Encoder, Estimator, NoFaceError, Packet
-from codec.params import FrameParams, QuantSpec, in_range, quantize
+from codec.params import FrameParams, QuantSpec, dequantize, in_range, quantize
+from codec.refresh import ErrorMonitor, RefreshPolicy
 from codec.stats import EncoderStats, append_capped
 from models.face import CropBox, FaceDetector, crop
 
@@ -42,21 +43,33 @@ class FaceEncoder(Encoder):
         estimator: Estimator | None = None,
         epoch_ms: int | None = None,
         batch: int = DEFAULT_BATCH,
+        model: str | None = None,
+        closed_loop: bool | None = None,
+        refresh: RefreshPolicy | None = None,
     ) -> None:
-        """`estimator` replaces the profile's own (tests, cached benchmark passes); `epoch_ms` is the
-        wall clock at capture_ms = 0 (default: now; see set_epoch); `batch`: frames per PARAMS
-        message (1..entropy.MAX_BATCH)."""
+        """`estimator` replaces the profile's own (tests, cached benchmark passes); `model` is then the
+        header's model id when it is not the profile's default; `epoch_ms` is the wall clock at
+        capture_ms = 0 (default: now; see set_epoch); `batch`: frames per PARAMS message
+        (1..entropy.MAX_BATCH). `closed_loop` runs the receiver's renderer here to refresh the
+        keyframe when its measured error calls for one (default: where the profile's renderer is
+        cheap enough, codec.profiles.Profile.closed_loop), with the `refresh` knobs."""
         if not 1 <= batch <= entropy.MAX_BATCH:
             raise ValueError(f"frames per message must be 1..{entropy.MAX_BATCH}")
         self.profile, self.size, self.fps = profile, size, fps
         self.keyframe_crf = keyframe_crf
         self.quant = quant or QuantSpec()
         self.estimator = estimator or profiles.get(profile).estimator(size, weights, self.quant)
-        self.model = profiles.get(profile).model_id(weights)
+        self.model = profiles.get(profile).model_id(weights) if model is None else model
         self.batch = batch
-        self.entropy_model = entropy.load(profile, self.estimator.n_expr, profiles.get(profile).basis_id())
+        basis = profiles.get(profile).basis_id(self.model)
+        self.entropy_model = entropy.load(profile, self.estimator.n_expr, basis)
         """The parameter stream's probability model (fitted for this estimator, else the generic one)."""
         self.coder = entropy.Coder(self.entropy_model, self.quant, fps)
+        if closed_loop is None:
+            closed_loop = profiles.get(profile).closed_loop
+        self.monitor = (
+            ErrorMonitor(profiles.make_renderer(profile, size, weights, self.model), refresh) if closed_loop else None
+        )
         self.detector = FaceDetector()
         self.stats = EncoderStats()
         self.box: CropBox | None = None
@@ -138,7 +151,7 @@ class FaceEncoder(Encoder):
         now = capture_ms / 1000.0  # capture time, not wall time: offline runs behave the same
         if self._keyframe_due and now - self._last_kf_time >= KEYFRAME_MIN_INTERVAL_S:
             try:
-                out += self._keyframe(face)
+                out += self._keyframe(face, now)
             except NoFaceError:
                 self._recenter = True
                 return out + self._no_face(capture_ms)
@@ -160,17 +173,26 @@ class FaceEncoder(Encoder):
         if not renderable:
             self.stats.held_frames += 1  # a clipped or overturned warp is garbage: the receiver holds
             return out + self.flush()
+        values = quantize(params, self.quant)
+        if self.monitor is not None:
+            reason = self.monitor.check(face, dequantize(values, self.quant), now)
+            if reason is not None:
+                self.stats.error_refreshes += 1
+                self.events.append(reason)
+                self.request_keyframe()
         if self._batch and capture_ms - self._batch[-1][1] > entropy.MAX_TIME_DEV_MS:
             out += self.flush()  # a stalled source: the waiting frame goes now
-        self._batch.append((quantize(params, self.quant).astype(np.int64), capture_ms))
+        self._batch.append((values.astype(np.int64), capture_ms))
         self.stats.params_sent += 1
         return out + (self.flush() if len(self._batch) >= self.batch else [])
 
-    def _keyframe(self, face: np.ndarray) -> list[Packet]:
+    def _keyframe(self, face: np.ndarray, now: float) -> list[Packet]:
         waiting = self.flush()  # frames of the old keyframe go first
         h264 = keyframe.encode(face, self.keyframe_crf)
         decoded = keyframe.decode(h264, self.size)  # both sides work from the decoded picture
         aux = self.estimator.set_keyframe(decoded)
+        if self.monitor is not None:
+            self.monitor.keyframe(decoded, aux, now)
         self.kf_id = (self.kf_id + 1) % wire.KF_MODULO
         self._keyframe_due = False
         back = [self._face_back()] if self._face_lost else []  # the keyframe itself shows the face

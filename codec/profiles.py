@@ -56,9 +56,16 @@ class Profile:
     preload_fn: str
     """() -> None: loads what a receiver needs before a call arrives (slow imports)."""
     basis_id_fn: str = "basis_id"
-    """() -> id of the expression parameterisation (which fitted entropy model applies, codec.entropy)."""
+    """(header model id) -> id of the expression parameterisation (which fitted entropy model applies,
+    codec.entropy)."""
     needs_weights: bool = False
     """True: both ends must run the same weights (the header's model id is checked)."""
+    closed_loop: bool = False
+    """True: the renderer is cheap enough for the sender to run it and measure what the receiver
+    shows (codec.refresh), which then drives keyframe refreshes."""
+    renderer_for_fn: str = ""
+    """(size, model id) -> Renderer of the model the caller's header names, or ProfileError where this
+    build lacks it; '' where the profile has one model per weights file."""
 
     def _load(self, attr: str) -> Any:
         try:
@@ -74,20 +81,33 @@ class Profile:
     def renderer(self, size: int, weights: Path | None = None) -> Renderer:
         return self._load(self.renderer_fn)(size, weights)
 
+    def renderer_for(self, size: int, model: str) -> Renderer:
+        return self._load(self.renderer_for_fn)(size, model)
+
     def model_id(self, weights: Path | None = None) -> str:
         return self._load(self.model_id_fn)(weights)
 
     def preload(self) -> None:
         self._load(self.preload_fn)()
 
-    def basis_id(self) -> str:
-        return self._load(self.basis_id_fn)()
+    def basis_id(self, model: str = "") -> str:
+        """The basis of the session whose header names `model` ('' = this build's default)."""
+        return self._load(self.basis_id_fn)(model)
 
 
 _REGISTRY = {
     p.name: p
     for p in (
-        Profile("mesh", "models.mesh.profile", "make_estimator", "make_renderer", "model_id", "preload"),
+        Profile(
+            "mesh",
+            "models.mesh.profile",
+            "make_estimator",
+            "make_renderer",
+            "model_id",
+            "preload",
+            closed_loop=True,
+            renderer_for_fn="make_renderer_for",
+        ),
         Profile(
             "fv2v", "models.fv2v.profile", "make_estimator", "make_renderer", "model_id", "preload", needs_weights=True
         ),
@@ -108,6 +128,8 @@ def get(name: str) -> Profile:
 def make_renderer(name: str, size: int, weights: Path | None = None, model: str = "") -> Renderer:
     """The receiver's renderer; `model` is what the caller's header says it runs ('' = no check)."""
     profile = get(name)
+    if profile.renderer_for_fn:
+        return profile.renderer_for(size, model)  # the profile picks the caller's model, or refuses it
     if model:
         have = profile.model_id(weights) if weights is not None or not profile.needs_weights else "no weights"
         if have != model:

@@ -31,6 +31,8 @@ class EncoderStats:
     held_frames: int = 0
     """Frames not sent because the warp could not show them (turned too far, values out of range):
     the receiver holds its last frame until the refreshed keyframe arrives."""
+    error_refreshes: int = 0
+    """Keyframes sent because the rendering error the sender measured stayed high (codec.refresh)."""
     rate: RateMeter = field(default_factory=RateMeter)
     """Bytes emitted."""
     estimate_ms: list[float] = field(default_factory=list)

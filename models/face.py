@@ -1,7 +1,9 @@
 """Face finding, cropping and landmarks (MediaPipe face detection and face mesh).
 
 Landmarks are returned in pixel coordinates of the image given, z scaled like x
-(MediaPipe's z is relative to the image width), shape (468, 3) float32.
+(MediaPipe's z is relative to the image width), shape (478, 3) float32: the 468 points of
+the face mesh, then the 10 iris points of MediaPipe's refined mesh (468-472 right iris
+centre and rim, 473-477 left), so gaze is tracked like any other landmark.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import numpy as np
 
 from models.native import quiet_native_stderr
 
-N_LANDMARKS = 468
+N_MESH_LANDMARKS = 468  # the face mesh proper
+N_IRIS_LANDMARKS = 10  # centre + 4 rim points per eye (refine_landmarks=True)
+N_LANDMARKS = N_MESH_LANDMARKS + N_IRIS_LANDMARKS
 CROP_FACE_SCALE = 2.0  # crop side / detected face box side: head, hair and shoulders fit
 MIN_DETECTION_CONFIDENCE = 0.5
 MIN_TRACKING_CONFIDENCE = 0.5
@@ -103,7 +107,7 @@ class FaceDetector:
 
 
 class FaceMesh:
-    """468 face-mesh landmarks of the (single) face in an image."""
+    """478 refined face-mesh landmarks (irises included) of the (single) face in an image."""
 
     def __init__(self, video: bool = True) -> None:
         # video=True tracks between calls (faster, smoother); False treats each image alone.
@@ -112,7 +116,7 @@ class FaceMesh:
             self._mesh = mp.solutions.face_mesh.FaceMesh(
                 static_image_mode=not video,
                 max_num_faces=1,
-                refine_landmarks=False,
+                refine_landmarks=True,
                 min_detection_confidence=MIN_DETECTION_CONFIDENCE,
                 min_tracking_confidence=MIN_TRACKING_CONFIDENCE,
             )
@@ -120,7 +124,7 @@ class FaceMesh:
         self._quiet = True
 
     def landmarks(self, image: np.ndarray) -> np.ndarray | None:
-        """(468, 3) float32 pixel coordinates, or None when no face is found."""
+        """(478, 3) float32 pixel coordinates, or None when no face is found."""
         h, w = image.shape[:2]
         if self._quiet:  # the landmark model starts (and logs) on the first face it sees
             with quiet_native_stderr():

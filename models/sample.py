@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from models.face import FaceMesh
-from models.mesh import expression
+from models.mesh import gaussian
 from models.mesh.renderer import MeshRenderer
 from models.mesh.rig import Rig
 from models.types import FrameParams
@@ -34,13 +34,13 @@ def photo() -> np.ndarray:
 
 
 def _coeff(name: str) -> int | None:
-    names = [k.name for k in expression.KEYPOINTS]
+    names = [k.name for k in gaussian.KEYPOINTS]
     return names.index(name) if name in names else None
 
 
 def script(t: float, size: int) -> FrameParams:
     """Scripted parameters at time t (seconds), for a photo of `size` pixels."""
-    expr = np.zeros(expression.N_EXPR, np.float32)
+    expr = np.zeros(gaussian.N_EXPR, np.float32)
     talk = max(0.0, np.sin(2 * np.pi * TALK_HZ * t)) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.4 * t) ** 2)
     blink_phase = (t % BLINK_EVERY_S) / 0.18  # a blink lasts ~0.18 s
     blink = np.sin(np.pi * blink_phase) if blink_phase < 1 else 0.0
@@ -75,7 +75,8 @@ def frames(seconds: float = SAMPLE_SECONDS, fps: float = SAMPLE_FPS) -> Iterator
     mesh.close()
     if lm is None:  # the embedded photo always has a face; guard against a broken asset
         raise RuntimeError("the embedded sample photo has no detectable face")
-    renderer = MeshRenderer(size)
-    renderer.set_rig(Rig(lm, size), image)
+    model = gaussian.GaussianModel()  # the script speaks in its named coefficients (jaw, lids...)
+    renderer = MeshRenderer(size, model=model)
+    renderer.set_rig(Rig(lm, size, model), image)
     for i in range(int(round(seconds * fps))):
         yield renderer.render(script(i / fps, size))

@@ -215,14 +215,14 @@ def test_keyframe_landmarks_round_trip_and_reject_bombs() -> None:
 
     from models.mesh import landmarks
 
-    lm = np.random.default_rng(3).uniform(0, 256, (468, 3)).astype(np.float32)
-    data = landmarks.encode(lm)
-    assert len(data) < 468 * 3 * 2
+    lm = np.random.default_rng(3).uniform(0, 256, (478, 3)).astype(np.float32)
+    data = landmarks.encode(lm)  # no crop size: the zlib form
+    assert len(data) < 478 * 3 * 2
     assert np.abs(landmarks.decode(data, 256) - lm).max() <= landmarks.LANDMARK_STEP_PX / 2
     for bad, why in (
-        (zlib.compress(bytes(10**6)), "expected 2808 bytes"),
+        (zlib.compress(bytes(10**6)), "expected 2868 bytes"),
         (b"junk", "not zlib data"),
-        (data[:-4], "expected 2808 bytes"),
+        (data[:-4], "expected 2868 bytes"),
     ):
         with pytest.raises(ValueError, match=why):
             landmarks.decode(bad, 256)

@@ -12,6 +12,7 @@ from conftest import read_frames
 from codec import entropy, profiles, wire
 from codec.encoder import FaceEncoder
 from codec.params import INT8_MAX, QuantSpec
+from models.mesh import expression
 
 GOLDEN = Path(__file__).parent / "golden"
 N_EXPR = 11
@@ -21,6 +22,7 @@ GOLDEN_FRAMES = (
     np.array([4, -2, 1, 6, -1, 2, 0, 1, -1, 0, 0, 3, 1, 0, 0, 1, -1]),
 )
 BASIS = profiles.get("mesh").basis_id()
+MESH_N_EXPR = expression.get().n_expr  # size of the shipped model (the default expression model)
 
 
 def _coder(model: entropy.Model | None = None, quant: QuantSpec | None = None) -> entropy.Coder:
@@ -50,10 +52,10 @@ def test_golden_model_bytes() -> None:
 
 @pytest.mark.parametrize("batch", [1, 2, 4])
 def test_round_trip_real_sequences(real_values: list[np.ndarray], batch: int) -> None:
-    model = entropy.load("mesh", N_EXPR, BASIS)
+    model = entropy.load("mesh", MESH_N_EXPR, BASIS)
     for quant in (QuantSpec(), QuantSpec().scaled(4.0), QuantSpec().scaled(0.5)):
         coder = _coder(model, quant)
-        steps = quant.steps(N_EXPR)
+        steps = quant.steps(MESH_N_EXPR)
         q = [np.clip(np.rint(v / steps), -INT8_MAX, INT8_MAX).astype(np.int64) for v in real_values]
         for i in range(0, len(q) - batch + 1, batch):
             chunk = q[i : i + batch]
@@ -64,7 +66,7 @@ def test_round_trip_real_sequences(real_values: list[np.ndarray], batch: int) ->
 
 
 def test_fitted_model_beats_v1_and_quant_knob_trades_rate(real_values: list[np.ndarray]) -> None:
-    model = entropy.load("mesh", N_EXPR, BASIS)
+    model = entropy.load("mesh", MESH_N_EXPR, BASIS)
     assert model.name != "generic", "the shipped model for the mesh profile is missing"
     seqs = [np.array(real_values)]
     bits = {s: entropy.estimate_bits(model, seqs, QuantSpec().scaled(s))["k=1"] for s in (1.0, 2.0, 4.0)}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models import sample
+from models.face import N_LANDMARKS
 from models.mesh import landmarks, shape
 from models.mesh.estimator import MeshEstimator
 from models.mesh.rig import Rig
@@ -75,4 +76,4 @@ def test_truncated_or_garbled_rig_is_a_value_error(keyframe_landmarks, cut: int)
             lm = landmarks.decode(junk, SIZE)
         except ValueError:
             continue
-        assert lm.shape == (468, 3) and np.all(np.isfinite(lm))
+        assert lm.shape == (N_LANDMARKS, 3) and np.all(np.isfinite(lm))

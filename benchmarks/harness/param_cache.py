@@ -21,7 +21,7 @@ import numpy as np
 from codec import profiles, wire
 from codec.api import Estimator
 from codec.encoder import FaceEncoder
-from codec.params import FrameParams
+from codec.params import FrameParams, QuantSpec
 from codec.profiles import DEFAULT_PROFILE
 from models.face import N_LANDMARKS
 
@@ -73,10 +73,8 @@ def persons(manifest: Path) -> dict[str, str]:
 
 def extract(path: Path, frames: int) -> dict[str, np.ndarray]:
     """Run the real sender over one clip; returns the arrays cached for it."""
-    from codec.profiles import make_estimator
-
-    rec = RecordingEstimator(make_estimator(DEFAULT_PROFILE, 256))
-    enc = FaceEncoder(estimator=rec)
+    rec = RecordingEstimator(profiles.get(DEFAULT_PROFILE).estimator(256, None, QuantSpec()))
+    enc = FaceEncoder(estimator=rec, batch=1)  # one message per frame: "sent" belongs to this frame
     vec, sent, kf, lms, v1_bytes, kf_crops, h264_bytes = [], [], [], [], [], [], []
     with av.open(str(path)) as c:
         stream = c.streams.video[0]

@@ -37,7 +37,7 @@ def model_id(weights_path: str | Path | None) -> str:
     return W.model_id(weights_path)
 
 
-def basis_id() -> str:
+def basis_id(model: str = "") -> str:
     """Keypoint offsets of the network: no fitted entropy model yet (the generic one is used)."""
     return "fv2v-kp"
 

@@ -14,10 +14,12 @@ from models.types import FrameParams, NoFaceError
 class MeshEstimator:
     """codec.api.Estimator for the mesh profile."""
 
-    n_expr = expression.N_EXPR
-
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, model: expression.ExpressionModel | None = None) -> None:
         self.size = size
+        self.model = model or expression.get()
+        """Expression model (its id goes in the session header)."""
+        self.n_expr = self.model.n_expr
+        self.model_id = self.model.model_id
         self.rig: Rig | None = None
         self._still = FaceMesh(video=False)  # keyframes: each image on its own
         self._video = FaceMesh(video=True)  # frames: tracking is faster and steadier
@@ -29,7 +31,7 @@ class MeshEstimator:
         if lm is None:
             raise NoFaceError("no face in the keyframe")
         aux = wire_landmarks.encode(lm, self.size)
-        self.rig = Rig(wire_landmarks.decode(aux, self.size), self.size)
+        self.rig = Rig(wire_landmarks.decode(aux, self.size), self.size, self.model)
         return aux
 
     def estimate(self, crop: np.ndarray) -> FrameParams | None:

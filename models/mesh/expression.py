@@ -1,127 +1,127 @@
-"""Expression basis of the mesh profile: 11 coefficients for what a face does in a call.
+"""Expression models of the mesh profile: coefficients <-> landmark motion in the keyframe's frame.
 
-Why this choice: pose already moves the whole head, so the expression only has to carry
-what the skull does not: the mouth (corners x/y, upper lip, lower lip, jaw), the upper
-eyelids (blinks) and the brows. Each coefficient is the offset, in the keyframe's own
-frame, of one keypoint along one axis; its basis field spreads that offset over the
-neighbouring landmarks with a Gaussian, masked so that e.g. the lower lip never drags
-the upper one. The sender fits all 11 coefficients to the residual of all 468 landmarks
-(least squares), which averages away landmark noise; the receiver rebuilds the same
-basis from the same (transmitted) keyframe landmarks, so both sides agree exactly.
-Eleven int8 values keep a parameter packet near 30 bytes.
+The default model is learned (models/mesh/fit.py): a linear basis of how the 478 refined
+face-mesh landmarks (irises included) move relative to the skull, found by PCA of real
+clips' landmark motion after rigid alignment, normalised per face (eye line along x, unit
+= outer eye-corner distance). It carries what the hand-placed Gaussian bases it replaced
+could not: brow furrows, lower lids, lid closure, gaze, lip shapes, cheeks.
+
+Each component is scaled to a peak landmark displacement of 1, so a coefficient is "how far
+the most-moved landmark of that component goes", in crop widths on the wire, in pixels here.
+Per keyframe the components are turned into the keyframe's image frame (its eye line); both
+sides do this from the same quantized keyframe landmarks, so their bases agree exactly.
+The sender fits the coefficients to the pose-free residual of all landmarks (least squares).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from models.face import N_LANDMARKS
-from models.mesh.pose import STABLE, face_down
+from models.mesh import gaussian
 
-RIDGE = 1e-2  # keeps the fit stable when two bases overlap strongly (jaw vs lower lip)
-# The expression never moves the landmarks the head pose is fitted to: otherwise a smile
-# (nostrils, cheeks) would leak into the pose, and params(move(p)) would not return p.
-FREEZE_STABLE = True
-
-UPPER_LIP = np.array([185, 40, 39, 37, 0, 267, 269, 270, 409, 191, 80, 81, 82, 13, 312, 311, 310, 415])
-LOWER_LIP = np.array([146, 91, 181, 84, 17, 314, 405, 321, 375, 95, 88, 178, 87, 14, 317, 402, 318, 324])
-RIGHT_UPPER_LID = np.array([246, 161, 160, 159, 158, 157, 173])
-LEFT_UPPER_LID = np.array([466, 388, 387, 386, 385, 384, 398])
-RIGHT_EYE_CORNERS = np.array([33, 133])
-LEFT_EYE_CORNERS = np.array([263, 362])
+DATA_DIR = Path(__file__).resolve().parent / "data"
+LEARNED_PATH = DATA_DIR / "expression.npz"
+PROVENANCE_PATH = DATA_DIR / "expression.json"
+RIDGE = 1e-2  # px^2: keeps the fit stable where two components nearly coincide on a face
+EYE_CORNERS = (33, 263)  # outer eye corners: the face frame's x axis and unit length
 
 
-@dataclass(frozen=True)
-class Keypoint:
-    """One expression coefficient."""
+class ExpressionModel(Protocol):
+    """What the rig needs from an expression model."""
 
-    name: str
-    """Human-readable name."""
-    index: int
-    """Face-mesh landmark the coefficient moves."""
-    axis: int
-    """0 = x, 1 = y, in the keyframe's image frame."""
-    sigma: float
-    """Gaussian radius, in units of the reference length (mouth or eye width)."""
-    region: str
-    """Which landmarks may move: 'mouth', 'above_mouth', 'below_mouth', 'right_lid', ..."""
+    model_id: str
+    """Names the model in the session header: both sides must use the same one."""
+    n_expr: int
+    """Number of coefficients."""
+    moves_irises: bool
+    """True when the model moves the 10 iris landmarks (the renderer then meshes them)."""
+
+    def basis(self, landmarks: np.ndarray) -> np.ndarray:
+        """(n_expr, 478, 2) pixels of landmark motion per pixel of coefficient, for these keyframe landmarks."""
 
 
-KEYPOINTS: tuple[Keypoint, ...] = (
-    Keypoint("mouth_right_x", 61, 0, 0.45, "mouth"),
-    Keypoint("mouth_right_y", 61, 1, 0.45, "mouth"),
-    Keypoint("mouth_left_x", 291, 0, 0.45, "mouth"),
-    Keypoint("mouth_left_y", 291, 1, 0.45, "mouth"),
-    Keypoint("upper_lip_y", 13, 1, 0.35, "above_mouth"),
-    Keypoint("lower_lip_y", 14, 1, 0.35, "below_mouth"),
-    Keypoint("jaw_y", 152, 1, 0.9, "below_mouth"),
-    Keypoint("right_lid_y", 159, 1, 0.35, "right_lid"),
-    Keypoint("left_lid_y", 386, 1, 0.35, "left_lid"),
-    Keypoint("right_brow_y", 105, 1, 0.5, "right_brow"),
-    Keypoint("left_brow_y", 334, 1, 0.5, "left_brow"),
-)
-N_EXPR = len(KEYPOINTS)
-# What a fitted parameter model (codec/entropy_models) is valid for: changes with any keypoint.
-BASIS_ID = (
-    "kp-"
-    + hashlib.sha256(
-        json.dumps([[k.name, k.index, k.axis, k.sigma, k.region] for k in KEYPOINTS]).encode()
-    ).hexdigest()[:8]
-)
-
-
-def _masks(lm: np.ndarray) -> dict[str, np.ndarray]:
-    down = face_down(lm)
-    mouth_c = (lm[13, :2] + lm[14, :2]) / 2
-    y_mouth = (lm[:, :2] - mouth_c) @ down
-    upper, lower = np.zeros(N_LANDMARKS, bool), np.zeros(N_LANDMARKS, bool)
-    upper[UPPER_LIP], lower[LOWER_LIP] = True, True
-    above = ((y_mouth < 0) | upper) & ~lower
-    below = ((y_mouth > 0) | lower) & ~upper
-    masks = {"mouth": np.ones(N_LANDMARKS, bool), "above_mouth": above, "below_mouth": below}
-    for side, lid, corners in (
-        ("right", RIGHT_UPPER_LID, RIGHT_EYE_CORNERS),
-        ("left", LEFT_UPPER_LID, LEFT_EYE_CORNERS),
-    ):
-        eye_c = lm[corners, :2].mean(0)
-        above_eye = (lm[:, :2] - eye_c) @ down < 0
-        lid_mask = np.zeros(N_LANDMARKS, bool)
-        lid_mask[lid] = True
-        brow = above_eye & ~lid_mask
-        brow[corners] = False
-        masks[f"{side}_lid"] = lid_mask
-        masks[f"{side}_brow"] = brow
-    if FREEZE_STABLE:
-        for m in masks.values():
-            m[STABLE] = False
-    return masks
-
-
-def basis(landmarks: np.ndarray) -> np.ndarray:
-    """(N_EXPR, 468, 2) displacement field, in pixels, per pixel of coefficient."""
+def face_frame(landmarks: np.ndarray) -> tuple[np.ndarray, float]:
+    """(2, 2) rotation from the face frame to the image (columns: eye line, face down) and the
+    outer eye-corner distance in pixels."""
     lm = np.asarray(landmarks, dtype=np.float64)
-    mouth_w = np.linalg.norm(lm[291, :2] - lm[61, :2]) + 1e-6
-    eye_w = (np.linalg.norm(lm[133, :2] - lm[33, :2]) + np.linalg.norm(lm[362, :2] - lm[263, :2])) / 2 + 1e-6
-    masks = _masks(lm)
-    out = np.zeros((N_EXPR, N_LANDMARKS, 2))
-    for j, kp in enumerate(KEYPOINTS):
-        ref = eye_w if kp.region.endswith(("lid", "brow")) else mouth_w
-        d2 = ((lm[:, :2] - lm[kp.index, :2]) ** 2).sum(1)
-        weight = np.exp(-d2 / (2 * (kp.sigma * ref) ** 2)) * masks[kp.region]
-        out[j, :, kp.axis] = weight / max(weight[kp.index], 1e-6)
-    return out
+    x = lm[EYE_CORNERS[1], :2] - lm[EYE_CORNERS[0], :2]
+    unit = float(np.linalg.norm(x)) + 1e-9
+    ex = x / unit
+    return np.array([[ex[0], -ex[1]], [ex[1], ex[0]]]), unit
+
+
+class LearnedModel:
+    """The PCA expression basis shipped in models/mesh/data/expression.npz."""
+
+    moves_irises = True
+
+    def __init__(self, components: np.ndarray, model_id: str) -> None:
+        c = np.asarray(components, dtype=np.float64)
+        if c.ndim != 3 or c.shape[1:] != (N_LANDMARKS, 2) or not np.all(np.isfinite(c)):
+            raise ValueError(f"expression components must be (K, {N_LANDMARKS}, 2) finite, got {c.shape}")
+        self.components = c
+        """(K, 478, 2) motion per unit coefficient in the face frame (peak 1)."""
+        self.n_expr = len(c)
+        self.model_id = model_id
+
+    def basis(self, landmarks: np.ndarray) -> np.ndarray:
+        rot, _ = face_frame(landmarks)
+        return self.components @ rot.T
+
+
+@cache
+def learned(path: Path = LEARNED_PATH) -> LearnedModel:
+    """The shipped learned model (loaded once); its id carries the data's hash."""
+    raw = path.read_bytes()
+    with np.load(path, allow_pickle=False) as data:
+        components = data["components"]
+    return LearnedModel(components, f"pca{len(components)}-{hashlib.sha256(raw).hexdigest()[:8]}")
+
+
+def provenance() -> dict:
+    """What the learned model was fitted on (clips, frames, held-out persons, the rate/quality sweep)."""
+    return json.loads(PROVENANCE_PATH.read_text())
+
+
+MODELS: dict[str, Callable[[], ExpressionModel]] = {
+    "learned": learned,
+    gaussian.MODEL_ID: gaussian.GaussianModel,
+}
+"""Expression models by name; "learned" is the default."""
+DEFAULT_MODEL = "learned"
+
+
+def get(name: str = DEFAULT_MODEL) -> ExpressionModel:
+    if name not in MODELS:
+        raise KeyError(f"unknown expression model {name!r} (known: {', '.join(MODELS)})")
+    return MODELS[name]()
+
+
+def by_id(model_id: str) -> ExpressionModel | None:
+    """The model a session header names ('' = the default), or None when this build lacks it."""
+    if not model_id:
+        return get()
+    for make in MODELS.values():
+        model = make()
+        if model.model_id == model_id:
+            return model
+    return None
 
 
 def fit_matrix(b: np.ndarray) -> np.ndarray:
-    """(N_EXPR, 468*2) ridge least-squares map from a residual field to coefficients."""
-    a = b.reshape(len(b), -1).T  # (936, N_EXPR)
+    """(K, 478*2) ridge least-squares map from a residual field to coefficients."""
+    a = b.reshape(len(b), -1).T  # (956, K)
     return np.linalg.solve(a.T @ a + RIDGE * np.eye(a.shape[1]), a.T)
 
 
 def apply(b: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    """(468, 2) displacement in pixels for coefficients in pixels."""
+    """(478, 2) displacement in pixels for coefficients in pixels."""
     return np.tensordot(np.asarray(coeffs, np.float64), b, axes=1)

@@ -30,6 +30,12 @@ def encode(landmarks: np.ndarray, size: int | None = None) -> bytes:
     return encode_zlib(landmarks)
 
 
+def quantize(landmarks: np.ndarray) -> np.ndarray:
+    """(478, 3) float32: the landmarks on the zlib form's 0.25 px grid."""
+    q = np.clip(np.rint(np.asarray(landmarks, np.float64) / LANDMARK_STEP_PX), -32767, 32767)
+    return q.astype(np.float32) * LANDMARK_STEP_PX
+
+
 def encode_zlib(landmarks: np.ndarray) -> bytes:
     q = np.clip(np.rint(np.asarray(landmarks, np.float64) / LANDMARK_STEP_PX), -32767, 32767)
     # Planar (all x, all y, all z): neighbouring values are alike, which zlib likes.
@@ -37,7 +43,7 @@ def encode_zlib(landmarks: np.ndarray) -> bytes:
 
 
 def decode(data: bytes, size: int) -> np.ndarray:
-    """(468, 3) float32; raises ValueError when data cannot be keyframe landmarks of a crop."""
+    """(478, 3) float32; raises ValueError when data cannot be keyframe landmarks of a crop."""
     if data[:1] == bytes([shape.FORMAT]):
         lm = shape.decode(data, size, shape.shipped())
         if lm.shape != (N_LANDMARKS, 3) or not np.all(np.isfinite(lm)):

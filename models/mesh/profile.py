@@ -8,7 +8,7 @@ from models.mesh import expression
 from models.mesh.estimator import MeshEstimator
 from models.mesh.renderer import MeshRenderer
 from models.mesh.renderer import preload as preload
-from models.types import QuantSpec
+from models.types import ProfileError, QuantSpec
 
 
 def make_estimator(size: int, weights: Path | None, quant: QuantSpec) -> MeshEstimator:
@@ -20,11 +20,21 @@ def make_renderer(size: int, weights: Path | None) -> MeshRenderer:
     return MeshRenderer(size)
 
 
+def make_renderer_for(size: int, model: str) -> MeshRenderer:
+    """The renderer of the expression model a caller's header names ('' = this build's default)."""
+    found = expression.by_id(model)
+    if found is None:
+        known = ", ".join(make().model_id for make in expression.MODELS.values())
+        raise ProfileError(f"the caller uses mesh expression model {model}, this receiver has {known}: update fvcall")
+    return MeshRenderer(size, model=found)
+
+
 def model_id(weights: Path | None) -> str:
-    """Model-free: nothing for the receiver to match."""
-    return ""
+    """The expression model: both ends must hold the same basis."""
+    return expression.get().model_id
 
 
-def basis_id() -> str:
-    """The expression basis the estimator fits (keys the fitted entropy model)."""
-    return expression.BASIS_ID
+def basis_id(model: str = "") -> str:
+    """The expression basis of a session whose header names `model` ('' = the default): keys the
+    fitted statistics of its coefficients (codec/entropy_models)."""
+    return model or expression.get().model_id

@@ -1,6 +1,6 @@
 """Mesh renderer: a dense piecewise-affine warp of the keyframe driven by the moved mesh.
 
-The 468 face landmarks alone cover too little of the frame (hair, neck, shoulders and
+The face landmarks alone cover too little of the frame (hair, neck, shoulders and
 background are most of it), so the mesh is extended: rings of points around the face
 oval move with the head (fading to partial motion further out, and less below the chin,
 where the neck is), and points on the frame border stay fixed. A ring point's motion is
@@ -28,7 +28,8 @@ import torch
 from scipy.spatial import Delaunay
 
 from models.device import default_device
-from models.face import _mediapipe
+from models.face import N_LANDMARKS, N_MESH_LANDMARKS, _mediapipe
+from models.mesh import expression
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.pose import face_down
 from models.mesh.rig import Rig
@@ -136,9 +137,17 @@ def fill_holes(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 class MeshRenderer:
     """Renderer of the `mesh` profile (codec.api.Renderer)."""
 
-    def __init__(self, size: int, device: torch.device | None = None, segment_background: bool | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        device: torch.device | None = None,
+        segment_background: bool | None = None,
+        model: expression.ExpressionModel | None = None,
+    ) -> None:
         self.size = size
         self.device = device or default_device()
+        self.model = model or expression.get()
+        """Expression model of the caller's coefficients (named by the session header)."""
         self.segment_background = SEGMENT_BACKGROUND if segment_background is None else segment_background
         """Keep the keyframe's background still (selfie segmentation of each keyframe)."""
         self.rig: Rig | None = None
@@ -151,7 +160,7 @@ class MeshRenderer:
     def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
         if image.shape != (self.size, self.size, 3):
             raise ValueError(f"keyframe is {image.shape}, expected ({self.size}, {self.size}, 3)")
-        self.set_rig(Rig(wire_landmarks.decode(aux, self.size), self.size), image)
+        self.set_rig(Rig(wire_landmarks.decode(aux, self.size), self.size, self.model), image)
 
     def set_rig(self, rig: Rig, image: np.ndarray) -> None:
         self.rig = rig
@@ -218,7 +227,10 @@ class MeshRenderer:
         border3 = np.concatenate([border, np.full((len(border), 1), c[2] + s)], 1)  # farthest of all
         self._ring, self._border = ring[keep], border3
         self._ring_rot, self._ring_trans = ring_rot[keep, None], ring_trans[keep, None]
-        verts = np.concatenate([rig.landmarks, self._ring, border3])
+        # The irises are meshed only where the model moves them: a still iris point inside a
+        # closing lid would fold the triangles around it.
+        self._n_face = N_LANDMARKS if rig.model.moves_irises else N_MESH_LANDMARKS
+        verts = np.concatenate([rig.landmarks[: self._n_face], self._ring, border3])
         src = verts[:, :2]
         self._tri = Delaunay(src).simplices.astype(np.int64)
         # Source side of every triangle's affine map: (T, 2, 3) vertex columns.
@@ -227,7 +239,7 @@ class MeshRenderer:
     def vertices(self, params: FrameParams) -> np.ndarray:
         """Destination positions (V, 3) of all mesh vertices for the parameters."""
         assert self.rig is not None
-        face = self.rig.move(params)
+        face = self.rig.move(params)[: self._n_face]
         s, rot, t = self.rig.pose(params)
         c = self.rig.center
         turn = s * (self._ring - c) @ rot.T + c - self._ring  # rotation/scale part of the rigid motion

@@ -2,10 +2,10 @@
 
     moved = s * R @ (L0 + E(c) - mu) + mu + t
 
-L0: keyframe landmarks (468, 3) px; mu: centre of the stable landmarks; E(c): expression
-field (x, y only) from the 11 coefficients; s, R, t: the head's scale, rotation and
-translation relative to the keyframe. Rotating about mu (not the image origin) keeps t
-small and meaningful: it is how far the head centre moved.
+L0: keyframe landmarks (478, 3) px; mu: centre of the stable landmarks; E(c): expression
+field (x, y only) from the expression model's coefficients (models.mesh.expression); s, R, t:
+the head's scale, rotation and translation relative to the keyframe. Rotating about mu (not the
+image origin) keeps t small and meaningful: it is how far the head centre moved.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ from models.types import FrameParams
 
 
 class Rig:
-    def __init__(self, landmarks: np.ndarray, size: int) -> None:
+    def __init__(self, landmarks: np.ndarray, size: int, model: expression.ExpressionModel | None = None) -> None:
         self.size = size
         """Crop size in pixels."""
         self.landmarks = np.asarray(landmarks, dtype=np.float64)
-        """Keyframe landmarks (468, 3), pixels."""
+        """Keyframe landmarks (478, 3), pixels."""
         self.center = self.landmarks[STABLE].mean(0)
         """Rotation centre (3,), pixels."""
-        self.basis = expression.basis(self.landmarks)
-        """Expression basis (11, 468, 2), pixels per pixel."""
+        self.model = model or expression.get()
+        """Expression model the coefficients belong to."""
+        self.basis = self.model.basis(self.landmarks)
+        """Expression basis (n_expr, 478, 2), pixels per pixel."""
         self._fit = expression.fit_matrix(self.basis)
 
     def params(self, landmarks: np.ndarray) -> FrameParams:
@@ -55,7 +57,7 @@ class Rig:
         return float(np.exp(params.log_scale)), rot, t
 
     def move(self, params: FrameParams) -> np.ndarray:
-        """Landmarks (468, 3) for the parameters."""
+        """Landmarks (478, 3) for the parameters."""
         s, rot, t = self.pose(params)
         lm = self.landmarks.copy()
         if len(params.expression):
