@@ -13,8 +13,9 @@ frame), on the same frames. Against the encoder's own input crops (frame 0, the 
   the horizontal and vertical iris offset within the eye;
 - PSNR-Y of the whole crop and of the mouth and eye regions (boxes around the input's MediaPipe lip
   and eye landmarks, padded);
-- rate: payload bytes per parameter packet, keyframe bytes, a 60 s call (first keyframe + the
-  clip's parameter rate and keyframe-refresh rate extrapolated to 60 s), payload and wire;
+- rate: payload bytes per parameter packet, keyframe bytes, a 60 s call (session header and first
+  keyframe once, the clip's parameter, reference and keyframe-refresh rates extrapolated to 60 s),
+  payload and wire;
 - speed: sender ms per frame (FaceEncoder.encode, frames without a keyframe), receiver render ms.
 
 Writes one JSON per clip and model, summary.json, and contact_sheet.png (input | each model) of the
@@ -41,6 +42,7 @@ from benchmarks.harness.clips import load_clip
 from codec import driver, wire
 from codec import rate as wire_rate
 from codec.api import Packet
+from codec.bank import BankPolicy
 from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
 from codec.metrics import luma, psnr
@@ -121,14 +123,28 @@ class TimedEncoder(FaceEncoder):
         return packets
 
 
-def run_model(frames: list[np.ndarray], fps: float, model_name: str) -> ModelRun:
+def parse_variant(name: str) -> tuple[str, BankPolicy | None]:
+    """'learned' -> (learned, no references); 'learned@3' -> (learned, reference bank at 3 dB)."""
+    model, _, threshold = name.partition("@")
+    return model, BankPolicy(threshold_db=float(threshold)) if threshold else None
+
+
+def run_model(frames: list[np.ndarray], fps: float, variant: str) -> ModelRun:
+    model_name, bank = parse_variant(variant)
     model = expression.get(model_name)
     clock = driver.TickClock()
-    enc = TimedEncoder("mesh", SIZE, fps, estimator=MeshEstimator(SIZE, model), model=model.model_id)
+    enc = TimedEncoder(
+        "mesh",
+        SIZE,
+        fps,
+        estimator=MeshEstimator(SIZE, model),
+        model=model.model_id,
+        references=bank if bank is not None else False,
+    )
     dec = FaceDecoder(clock=clock)
     outputs, refs = {}, {}
     kf_bytes: list[int] = []
-    stream_bytes = stream_wire = n_params = 0
+    stream_bytes = stream_wire = n_params = start_bytes = start_wire = params_bytes = 0
     for df in driver.run(frames, enc, dec, fps, clock=clock, render_at=lambda i: True):
         if df.output is not None and enc.last_crop is not None:
             outputs[df.index], refs[df.index] = df.output, enc.last_crop
@@ -137,10 +153,14 @@ def run_model(frames: list[np.ndarray], fps: float, model_name: str) -> ModelRun
         if kf:
             kf_bytes.append(sum(kf))
         for p, k in zip(df.packets, kinds, strict=True):
-            if not isinstance(k, wire.KeyframeChunk):
+            if isinstance(k, wire.Header):  # once per call: not part of the rate that scales with time
+                start_bytes += len(p.data)
+                start_wire += wire_rate.data_channel_wire_bytes(len(p.data))
+            elif not isinstance(k, wire.KeyframeChunk):
                 stream_bytes += len(p.data)
                 stream_wire += wire_rate.data_channel_wire_bytes(len(p.data))
                 n_params += isinstance(k, wire.Params)
+                params_bytes += len(p.data) if isinstance(k, wire.Params) else 0
     send_ms = enc.send_ms
     inner = enc
     inner.close()
@@ -148,9 +168,13 @@ def run_model(frames: list[np.ndarray], fps: float, model_name: str) -> ModelRun
     kf_wire = [wire_rate.data_channel_wire_bytes(min(b, wire.KEYFRAME_CHUNK_BYTES)) for b in kf_bytes]
     refresh_per_s = (len(kf_bytes) - 1) / duration
     mean_kf = float(np.mean(kf_bytes)) if kf_bytes else 0.0
-    call_bytes = (kf_bytes[0] if kf_bytes else 0) + CALL_S * (stream_bytes / duration + refresh_per_s * mean_kf)
-    call_wire = (kf_wire[0] if kf_wire else 0) + CALL_S * (
-        stream_wire / duration + refresh_per_s * (float(np.mean(kf_wire)) if kf_wire else 0)
+    # References are in the stream bytes, so scaled with the call: an upper bound (a bank fills early).
+    call_bytes = start_bytes + (kf_bytes[0] if kf_bytes else 0)
+    call_bytes += CALL_S * (stream_bytes / duration + refresh_per_s * mean_kf)
+    call_wire = (
+        start_wire
+        + (kf_wire[0] if kf_wire else 0)
+        + CALL_S * (stream_wire / duration + refresh_per_s * (float(np.mean(kf_wire)) if kf_wire else 0))
     )
     renderer = dec.renderer
     return ModelRun(
@@ -158,7 +182,7 @@ def run_model(frames: list[np.ndarray], fps: float, model_name: str) -> ModelRun
         refs,
         {
             "n_expr": model.n_expr,
-            "params_bytes_per_packet": stream_bytes / max(n_params, 1),
+            "params_bytes_per_packet": params_bytes / max(n_params, 1),
             "keyframes": len(kf_bytes),
             "keyframe_bytes_mean": mean_kf,
             "call60_payload_kbps": call_bytes * 8 / 1000 / CALL_S,
@@ -168,6 +192,9 @@ def run_model(frames: list[np.ndarray], fps: float, model_name: str) -> ModelRun
             "receiver_ms_median": float(np.median(dec.stats.render_ms)) if dec.stats.render_ms else math.nan,
             "receiver_ms_p90": float(np.percentile(dec.stats.render_ms, 90)) if dec.stats.render_ms else math.nan,
             "held_frames": inner.stats.held_frames,
+            "references": inner.stats.references,
+            "reference_bytes": inner.bank.sent_bytes if inner.bank is not None else 0,
+            "reference_misses": dec.stats.reference_misses,
             "landmark_mismatches": int(getattr(renderer, "landmark_mismatches", 0)),
         },
     )
@@ -253,7 +280,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="*", default=list(fit.HELD_OUT), help="paths under ../shared/data/raw")
     ap.add_argument("--frames", type=int, default=150, help="frames per clip")
-    ap.add_argument("--models", nargs="+", default=[gaussian.MODEL_ID, "learned"])
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=[gaussian.MODEL_ID, "learned", "learned@2", "learned@3", "learned@5"],
+        help="expression models, MODEL@DB: with the reference bank at that threshold (codec.bank)",
+    )
     ap.add_argument("--out", type=Path, default=REPO / "results" / "expr")
     args = ap.parse_args()
     if not DATA.is_dir():
@@ -352,6 +384,9 @@ def print_summary(summary: dict, models: list[str]) -> None:
         "keyframe_bytes_mean",
         "call60_payload_kbps",
         "call60_wire_kbps",
+        "references",
+        "reference_bytes",
+        "reference_misses",
         "sender_ms_median",
         "sender_ms_p90",
         "receiver_ms_median",

@@ -51,6 +51,8 @@ class Shown:
     """Quantized values; None: the sender saw no face."""
     due: float
     """Decoder clock time (s) from which it is shown."""
+    refs: tuple[int, ...] = ()
+    """Reference slot per region (codec.bank; empty or 0: the keyframe)."""
 
 
 class FaceDecoder(Decoder):
@@ -75,6 +77,8 @@ class FaceDecoder(Decoder):
         self._quant = QuantSpec()
         self._assembler = wire.KeyframeAssembler()
         self._pending_kf: tuple[int, np.ndarray, bytes] | None = None
+        self._pending_refs: list[tuple[int, wire.Reference, np.ndarray, bytes]] = []  # (kf_id, msg, picture, aux)
+        self._held_refs: set[int] = set()  # slots of the renderer's bank (render side)
         self._coder: entropy.Coder | None = None
         self._latest: Shown | None = None
         """What render() shows (or shows again when _latest_rendered is False)."""
@@ -130,6 +134,8 @@ class FaceDecoder(Decoder):
             return self._request_keyframe() if isinstance(msg, wire.Params) and self.error is None else []
         if isinstance(msg, wire.KeyframeChunk):
             return self._on_chunk(msg)
+        if isinstance(msg, wire.Reference):
+            return self._on_reference(msg)
         if isinstance(msg, wire.Params):
             return self._on_params(msg)
         if msg.code == wire.Control.FACE_LOST:
@@ -162,6 +168,7 @@ class FaceDecoder(Decoder):
             self.header, self.renderer, self._quant = h, renderer, QuantSpec.from_list(h.steps)
             self._coder = coder
             self.kf_id, self._pending_kf, self._latest, self._frame = None, None, None, None
+            self._pending_refs = []
             self._queue, self._newest_ms, self._time_ref = [], None, h.time_ms
             self._first_ms, self._last_ms, self.stats.expected = None, None, 0
             self._last_request = self._clock()  # the keyframe is on its way: give it time
@@ -182,6 +189,31 @@ class FaceDecoder(Decoder):
         with self._lock:
             self._pending_kf = (chunk.kf_id, image, kf.aux)
         return [Packet(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_ACK, chunk.kf_id)), True)]
+
+    def _on_reference(self, ref: wire.Reference) -> list[Packet]:
+        assert self.header is not None
+        if not profiles.get(self.header.profile).references:
+            self.stats.bad_packets += 1
+            self.stats.last_error = f"reference pictures are not part of profile {self.header.profile}"
+            return []
+        with self._lock:
+            newest = self._pending_kf[0] if self._pending_kf is not None else self.kf_id
+        if newest is None or ref.kf_id != newest % wire.KF_MODULO:
+            self.stats.stale += 1  # for another keyframe: its bank is gone (or not here yet)
+            return []
+        try:
+            kf = wire.unpack_keyframe(ref.data)
+            image = keyframe.decode(kf.h264, self.header.size)
+        except (wire.WireError, keyframe.KeyframeError) as exc:
+            self.stats.bad_packets += 1
+            self.stats.last_error = f"reference: {exc}"
+            return []  # never acknowledged: the sender never names it
+        with self._lock:
+            # bounded: a sender can only replace slots, and a flood of them keeps the newest
+            self._pending_refs = [r for r in self._pending_refs if r[1].slot != ref.slot][-wire.REF_SLOTS :]
+            self._pending_refs.append((ref.kf_id, ref, image, kf.aux))
+        ack = wire.ControlMessage(wire.Control.REFERENCE_ACK, wire.ack_arg(ref.kf_id, ref.slot))
+        return [Packet(wire.encode(ack), True)]
 
     def _on_params(self, p: wire.Params) -> list[Packet]:
         assert self.header is not None
@@ -219,7 +251,8 @@ class FaceDecoder(Decoder):
             waiting = [e for e in self._queue if e.capture_ms < first]  # older frames still waiting: never shown
             self.stats.superseded += len(waiting)
             self._queue = [e for e in self._queue if e.capture_ms >= first] + [
-                Shown(first + off, p.kf_id, v, now + off / 1000.0) for v, off in zip(frames, offsets, strict=True)
+                Shown(first + off, p.kf_id, v, now + off / 1000.0, p.frame_refs(i))
+                for i, (v, off) in enumerate(zip(frames, offsets, strict=True))
             ]
         return []
 
@@ -279,6 +312,21 @@ class FaceDecoder(Decoder):
         self.error = reason
         return [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
 
+    def _apply_references(self, renderer: Renderer, refs: list[tuple[int, wire.Reference, np.ndarray, bytes]]) -> None:
+        """Give the renderer the references that arrived for the keyframe it now holds."""
+        for kf_id, ref, image, aux in refs:
+            if self.kf_id is None or kf_id != self.kf_id % wire.KF_MODULO:
+                continue  # its keyframe was replaced meanwhile
+            try:
+                renderer.add_reference(ref.slot, image, aux, ref.regions)  # type: ignore[attr-defined]
+            except ValueError as exc:
+                self.stats.bad_packets += 1
+                self.stats.last_error = f"reference: {exc}"
+                self._held_refs.discard(ref.slot)
+                continue
+            self._held_refs.add(ref.slot)
+            self.stats.references += 1
+
     def render(self) -> np.ndarray | None:
         with self._lock:
             due = self._due()
@@ -289,6 +337,7 @@ class FaceDecoder(Decoder):
                 self._queue, self._latest = keep, shown
             pending_kf, p = self._pending_kf, self._latest
             self._pending_kf, self._latest_rendered = None, True
+            pending_refs, self._pending_refs = self._pending_refs, []
             renderer, header, quant = self.renderer, self.header, self._quant
         if renderer is None or header is None:
             return self._frame
@@ -301,7 +350,9 @@ class FaceDecoder(Decoder):
                 self.stats.last_error = f"keyframe: {exc}"
                 return self._frame
             self.kf_id, self._frame = kf_id, image
+            self._held_refs = set()
             self.stats.keyframes += 1
+        self._apply_references(renderer, pending_refs)
         if p is None or self.kf_id is None or p.kf_id != self.kf_id % wire.PARAMS_KF_MODULO:
             if pending_kf is not None:
                 self.stats.rendered += 1  # the new keyframe's own picture is shown until its parameters are due
@@ -316,6 +367,9 @@ class FaceDecoder(Decoder):
             return None
         self._no_face_since = None
         params = dequantize(p.values, quant)
+        if any(p.refs):
+            self.stats.reference_misses += sum(1 for s in p.refs if s and s not in self._held_refs)
+            params.references = p.refs
         params.yaw, params.pitch, params.roll = (
             a + b for a, b in zip((params.yaw, params.pitch, params.roll), self.view, strict=True)
         )

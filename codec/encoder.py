@@ -9,10 +9,12 @@ import numpy as np
 
 from codec import entropy, keyframe, profiles, wire
 from codec.api import Encoder, Estimator, NoFaceError, Packet
+from codec.bank import BankPolicy, ReferenceBank
 from codec.params import FrameParams, QuantSpec, dequantize, in_range, quantize
 from codec.refresh import ErrorMonitor, RefreshPolicy
 from codec.stats import EncoderStats, append_capped
 from models.face import CropBox, FaceDetector, crop
+from models.types import ReferenceEstimator, ReferenceRenderer
 
 DEFAULT_SIZE = 256
 DEFAULT_FPS = 25.0
@@ -26,6 +28,7 @@ FACE_BACK_FRAMES = 3  # a face must be seen this many frames in a row before a n
 # than its payload: two frames per message halve that for one frame period (40 ms at 25 fps) of
 # added latency (benchmarks/param_rate.py: steady stream 21.8 -> 11.5 kbit/s wire over the clips).
 DEFAULT_BATCH = 2
+NO_REFERENCES = (0,) * wire.REF_REGIONS  # every region from the keyframe
 
 
 class FaceEncoder(Encoder):
@@ -46,13 +49,16 @@ class FaceEncoder(Encoder):
         model: str | None = None,
         closed_loop: bool | None = None,
         refresh: RefreshPolicy | None = None,
+        references: bool | BankPolicy = True,
     ) -> None:
         """`estimator` replaces the profile's own (tests, cached benchmark passes); `model` is then the
         header's model id when it is not the profile's default; `epoch_ms` is the wall clock at
         capture_ms = 0 (default: now; see set_epoch); `batch`: frames per PARAMS message
         (1..entropy.MAX_BATCH). `closed_loop` runs the receiver's renderer here to refresh the
         keyframe when its measured error calls for one (default: where the profile's renderer is
-        cheap enough, codec.profiles.Profile.closed_loop), with the `refresh` knobs."""
+        cheap enough, codec.profiles.Profile.closed_loop), with the `refresh` knobs. `references`:
+        draw regions the keyframe cannot show from reference pictures (codec.bank) where the
+        profile can and the closed loop runs; a BankPolicy sets its knobs, False turns it off."""
         if not 1 <= batch <= entropy.MAX_BATCH:
             raise ValueError(f"frames per message must be 1..{entropy.MAX_BATCH}")
         self.profile, self.size, self.fps = profile, size, fps
@@ -67,9 +73,18 @@ class FaceEncoder(Encoder):
         self.coder = entropy.Coder(self.entropy_model, self.quant, fps)
         if closed_loop is None:
             closed_loop = profiles.get(profile).closed_loop
+        bank = BankPolicy() if references is True else references or None
+        if not (closed_loop and profiles.get(profile).references):
+            bank = None
         self.monitor = (
-            ErrorMonitor(profiles.make_renderer(profile, size, weights, self.model), refresh) if closed_loop else None
+            ErrorMonitor(profiles.make_renderer(profile, size, weights, self.model), refresh, bank)
+            if closed_loop
+            else None
         )
+        self.bank: ReferenceBank | None = None
+        """The reference bank of the current keyframe (None where references are off)."""
+        if bank is not None and self.monitor is not None:
+            self.bank = ReferenceBank(self.monitor.n_regions, bank)
         self.detector = FaceDetector()
         self.stats = EncoderStats()
         self.box: CropBox | None = None
@@ -83,7 +98,8 @@ class FaceEncoder(Encoder):
         self._face_run = 0
         self._last_kf_time = -1e9
         self._last_ms = 0
-        self._batch: list[tuple[np.ndarray, int]] = []  # (values, capture_ms) waiting for their message
+        # (values, capture_ms, reference slots) of the frames waiting for their message
+        self._batch: list[tuple[np.ndarray, int, tuple[int, ...]]] = []
         self.epoch_ms = int(time.time() * 1000) if epoch_ms is None else epoch_ms
         self.last_crop: np.ndarray | None = None
 
@@ -127,8 +143,14 @@ class FaceEncoder(Encoder):
         if not self._batch:
             return []
         t0 = self._batch[0][1]
+        refs = tuple(r for _, _, r in self._batch) if any(any(r) for _, _, r in self._batch) else ()
         msg = wire.Params(
-            t0, self.kf_id, wire.Flags.NONE, tuple(v for v, _ in self._batch), tuple(t - t0 for _, t in self._batch)
+            t0,
+            self.kf_id,
+            wire.Flags.NONE,
+            tuple(v for v, _, _ in self._batch),
+            tuple(t - t0 for _, t, _ in self._batch),
+            refs,
         )
         self._batch = []
         return [self._emit(msg, reliable=False)]
@@ -174,15 +196,20 @@ class FaceEncoder(Encoder):
             self.stats.held_frames += 1  # a clipped or overturned warp is garbage: the receiver holds
             return out + self.flush()
         values = quantize(params, self.quant)
+        sent = dequantize(values, self.quant)  # what the receiver decodes
+        if self.bank is not None and self.bank.usable and self.monitor is not None and self.monitor.ready:
+            sent.references = self.bank.choose(self._bank_renderer().region_errors(sent, face), now)
         if self.monitor is not None:
-            reason = self.monitor.check(face, dequantize(values, self.quant), now)
+            reason = self.monitor.check(face, sent, now)
             if reason is not None:
                 self.stats.error_refreshes += 1
                 self.events.append(reason)
                 self.request_keyframe()
+            elif self.monitor.bad_regions and self.bank is not None:
+                out += self._reference(face, self.monitor.bad_regions, sent, now)
         if self._batch and capture_ms - self._batch[-1][1] > entropy.MAX_TIME_DEV_MS:
             out += self.flush()  # a stalled source: the waiting frame goes now
-        self._batch.append((values.astype(np.int64), capture_ms))
+        self._batch.append((values.astype(np.int64), capture_ms, sent.references or NO_REFERENCES))
         self.stats.params_sent += 1
         return out + (self.flush() if len(self._batch) >= self.batch else [])
 
@@ -193,6 +220,8 @@ class FaceEncoder(Encoder):
         aux = self.estimator.set_keyframe(decoded)
         if self.monitor is not None:
             self.monitor.keyframe(decoded, aux, now)
+        if self.bank is not None:
+            self.bank.reset(now)
         self.kf_id = (self.kf_id + 1) % wire.KF_MODULO
         self._keyframe_due = False
         back = [self._face_back()] if self._face_lost else []  # the keyframe itself shows the face
@@ -205,6 +234,35 @@ class FaceEncoder(Encoder):
             f"keyframe {self.kf_id}: {sum(len(p.data) for p in packets)} bytes ({len(h264)} of them H.264)"
         )
         return waiting + back + packets
+
+    def _bank_renderer(self) -> ReferenceRenderer:
+        assert self.monitor is not None
+        return self.monitor.renderer  # type: ignore[return-value]  # a references profile's (codec.profiles)
+
+    def _reference(self, face: np.ndarray, regions: int, sent: FrameParams, now: float) -> list[Packet]:
+        """A reference picture of this crop for `regions`, where the bank has room for one now."""
+        assert self.bank is not None and self.monitor is not None
+        slot = self.bank.allocate(now)
+        if slot is None:
+            return []
+        estimator: ReferenceEstimator = self.estimator  # type: ignore[assignment]
+        renderer = self._bank_renderer()
+        try:
+            aux = estimator.reference_aux()
+            picture = renderer.reference_picture(face, aux, regions)
+            h264 = keyframe.encode(picture, self.keyframe_crf)
+            decoded = keyframe.decode(h264, self.size)
+            renderer.add_reference(slot, decoded, aux, regions)  # what the receiver will hold
+        except (NoFaceError, ValueError, keyframe.KeyframeError):
+            return []
+        msg = wire.Reference(self.kf_id, slot, regions, wire.pack_keyframe(wire.Keyframe(h264, aux)))
+        packet = self._emit(msg, reliable=True)
+        self.bank.add(slot, regions, now, len(packet.data))
+        self.monitor.reference_sent(regions)
+        self.stats.references += 1
+        names = "+".join(n for i, n in enumerate(renderer.region_names) if regions >> i & 1)
+        self.events.append(f"reference {slot} ({names}): {len(packet.data)} bytes")
+        return [packet]
 
     def _face_back(self) -> Packet:
         self._face_lost = False
@@ -242,6 +300,10 @@ class FaceEncoder(Encoder):
             if msg.arg < 0:
                 self._header_sent = False
             self.request_keyframe()
+        elif isinstance(msg, wire.ControlMessage) and msg.code == wire.Control.REFERENCE_ACK and self.bank is not None:
+            kf_id, slot = wire.parse_ack(msg.arg)
+            if kf_id == self.kf_id % wire.KF_MODULO:
+                self.bank.ack(slot)
         return []  # KEYFRAME_ACK needs no action: every PARAMS message decodes on its own
 
     def close(self) -> None:

@@ -63,6 +63,9 @@ class Profile:
     closed_loop: bool = False
     """True: the renderer is cheap enough for the sender to run it and measure what the receiver
     shows (codec.refresh), which then drives keyframe refreshes."""
+    references: bool = False
+    """True: the renderer is a models.types.ReferenceRenderer and the estimator a ReferenceEstimator,
+    so the sender may draw regions from reference pictures (codec.bank)."""
     renderer_for_fn: str = ""
     """(size, model id) -> Renderer of the model the caller's header names, or ProfileError where this
     build lacks it; '' where the profile has one model per weights file."""
@@ -106,6 +109,7 @@ _REGISTRY = {
             "model_id",
             "preload",
             closed_loop=True,
+            references=True,
             renderer_for_fn="make_renderer_for",
         ),
         Profile(

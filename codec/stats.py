@@ -33,6 +33,8 @@ class EncoderStats:
     the receiver holds its last frame until the refreshed keyframe arrives."""
     error_refreshes: int = 0
     """Keyframes sent because the rendering error the sender measured stayed high (codec.refresh)."""
+    references: int = 0
+    """Reference pictures sent (codec.bank)."""
     rate: RateMeter = field(default_factory=RateMeter)
     """Bytes emitted."""
     estimate_ms: list[float] = field(default_factory=list)
@@ -68,6 +70,10 @@ class DecoderStats:
     """Frames rendered."""
     keyframes: int = 0
     """Keyframes applied."""
+    references: int = 0
+    """Reference pictures applied (codec.bank)."""
+    reference_misses: int = 0
+    """Frame regions that named a reference this receiver does not hold (drawn from the keyframe)."""
     keyframe_requests: int = 0
     """Keyframe requests sent."""
     rate: RateMeter = field(default_factory=RateMeter)

@@ -4,14 +4,22 @@ first element packs (version << 4) | kind.
     HEADER     [tv, {profile, size, fps, n_expr, steps, model, epoch_ms, time_ms, entropy}]   reliable
     KEYFRAME   [tv, kf_id, index, count, chunk]                                             reliable
                chunks of a keyframe message {h264, aux} (Keyframe, pack_keyframe)
+    REFERENCE  [tv, kf_id, slot, regions, {h264, aux}]                                      reliable
+               a reference picture of the bank of keyframe kf_id (Reference; one message)
     CONTROL    [tv, code, arg]                                                              reliable
-    PARAMS     0b01KKKKN0, capture ms mod 2**16 (2 bytes, big-endian), range-coded frames   unordered,
-               (KKKK: keyframe id mod 16; N: no face, no values)                            no retransmits
+    PARAMS     0b01KKKKNR, capture ms mod 2**16 (2 bytes, big-endian), [references],        unordered,
+               range-coded frames                                                           no retransmits
+               (KKKK: keyframe id mod 16; N: no face, no values; R: references follow: a count c,
+               1 or the number of frames, then c bytes (slot of region 0) << 4 | (slot of region 1),
+               one per frame, or one for all; slot 0 is the keyframe)
 
 PARAMS carry 1..entropy.MAX_BATCH consecutive frames, coded with the probability model the header
 carries (codec.entropy): the first frame against the keyframe only, the next ones against the frame
 before them in the same message. A PARAMS message therefore decodes on its own: losing, delaying,
-duplicating or reordering one never corrupts another. A msgpack array starts with 0x90-0x9F, so the
+duplicating or reordering one never corrupts another. A frame may draw regions (eyes, mouth) from
+a reference picture of the keyframe's bank instead of the keyframe (models.mesh.reference); the
+sender names only references the receiver acknowledged, and a receiver that lacks one draws that
+region from the keyframe. A msgpack array starts with 0x90-0x9F, so the
 first byte tells PARAMS apart. There is no sequence number: capture times order the packets (the
 receiver unwraps them against the newest one it accepted, starting from the header's time_ms).
 Everything that arrives is untrusted: `decode` checks type, version, lengths and ranges and raises
@@ -26,7 +34,7 @@ from dataclasses import dataclass, field
 import msgpack
 import numpy as np
 
-from codec.entropy import Coder, EntropyError
+from codec.entropy import MAX_BATCH, Coder, EntropyError
 
 VERSION = 2
 MAX_PARAMS_BYTES = 512  # one PARAMS message of up to MAX_BATCH frames; a real one is 6-20 bytes
@@ -41,8 +49,10 @@ PARAMS_KF_MODULO = 16  # PARAMS name their keyframe modulo 16
 PARAMS_TIME_MODULO = 1 << 16  # PARAMS capture times, ms
 PARAMS_TAG_MASK, PARAMS_TAG = 0xC0, 0x40
 PARAMS_NO_FACE_BIT = 0x02
-PARAMS_RESERVED_BIT = 0x01
+PARAMS_REFS_BIT = 0x01
 PARAMS_FIXED_BYTES = 3
+REF_REGIONS = 2  # regions a frame may draw from references (models.mesh.reference.REGION_NAMES)
+REF_SLOTS = 15  # reference slots 1..15 per keyframe on the wire (a bank holds fewer)
 V1_BYE = bytes([0x93, 0x14, 0x03, 0x00])  # [(1 << 4) | CONTROL, BYE, 0]: what a v1 peer understands
 
 
@@ -51,6 +61,7 @@ class Kind(enum.IntEnum):
     KEYFRAME = 2
     PARAMS = 3
     CONTROL = 4
+    REFERENCE = 5
 
 
 class Control(enum.IntEnum):
@@ -58,6 +69,7 @@ class Control(enum.IntEnum):
     KEYFRAME_ACK = 2  # arg: kf_id now in use at the receiver
     BYE = 3  # arg: 0
     FACE_LOST = 4  # arg: 1 lost, 0 back
+    REFERENCE_ACK = 5  # arg: kf_id * 16 + slot of a reference now held by the receiver
 
 
 class Flags(enum.IntFlag):
@@ -134,8 +146,17 @@ class Params:
     """Per frame, the quantized values (ints within +-127), pose first."""
     offsets_ms: tuple[int, ...] = ()
     """Per frame, its capture time minus the first frame's (0 for the first; empty: all 0)."""
+    refs: tuple[tuple[int, ...], ...] = ()
+    """Per frame (or one for all frames), the reference slot each region is drawn from (REF_REGIONS
+    values, 0: the keyframe); empty: every region from the keyframe."""
     body: bytes = field(default=b"", compare=False)
     """The coded frames as received; decoded into frames only with the session's coder."""
+
+    def frame_refs(self, i: int) -> tuple[int, ...]:
+        """The reference slots of frame i (all 0 when none are named)."""
+        if not self.refs:
+            return (0,) * REF_REGIONS
+        return self.refs[i] if len(self.refs) > 1 else self.refs[0]
 
 
 @dataclass(frozen=True)
@@ -148,7 +169,31 @@ class ControlMessage:
     """Code-specific integer."""
 
 
-Message = Header | KeyframeChunk | Params | ControlMessage
+@dataclass(frozen=True)
+class Reference:
+    """A reference picture for the bank of keyframe kf_id (the payload is a Keyframe message)."""
+
+    kf_id: int
+    """Keyframe whose bank it joins, modulo 256."""
+    slot: int
+    """Bank slot, 1..REF_SLOTS (it replaces what the slot held)."""
+    regions: int
+    """Bit mask of the regions it holds (bit i: region i)."""
+    data: bytes
+    """pack_keyframe(Keyframe(h264, aux)): the picture and its profile data."""
+
+
+def ack_arg(kf_id: int, slot: int) -> int:
+    """REFERENCE_ACK's argument."""
+    return (kf_id % KF_MODULO) * 16 + slot
+
+
+def parse_ack(arg: int) -> tuple[int, int]:
+    """(kf_id, slot) of a REFERENCE_ACK's argument."""
+    return (arg // 16) % KF_MODULO, arg % 16
+
+
+Message = Header | KeyframeChunk | Params | ControlMessage | Reference
 
 
 @dataclass(frozen=True)
@@ -190,6 +235,10 @@ def encode(msg: Message, coder: Coder | None = None) -> bytes:
         body = [_tv(Kind.KEYFRAME), msg.kf_id % KF_MODULO, msg.index, msg.count, msg.data]
     elif isinstance(msg, ControlMessage):
         body = [_tv(Kind.CONTROL), int(msg.code), int(msg.arg)]
+    elif isinstance(msg, Reference):
+        if len(msg.data) > KEYFRAME_CHUNK_BYTES:
+            raise WireError(f"reference too large: {len(msg.data)} bytes")
+        body = [_tv(Kind.REFERENCE), msg.kf_id % KF_MODULO, msg.slot, msg.regions, msg.data]
     elif isinstance(msg, Header):
         body = [
             _tv(Kind.HEADER),
@@ -218,14 +267,29 @@ def _int(value: object, name: str, lo: int, hi: int) -> int:
 
 def _encode_params(msg: Params, coder: Coder | None) -> bytes:
     no_face = bool(msg.flags & Flags.NO_FACE)
+    refs = _refs_bytes(msg) if not no_face else b""
     b0 = PARAMS_TAG | (msg.kf_id % PARAMS_KF_MODULO) << 2 | (PARAMS_NO_FACE_BIT if no_face else 0)
+    b0 |= PARAMS_REFS_BIT if refs else 0
     head = bytes([b0]) + (msg.capture_ms % PARAMS_TIME_MODULO).to_bytes(2, "big")
     if no_face:
         return head
     if coder is None:
         raise ValueError("params with values need the session's coder")
     offsets = list(msg.offsets_ms) if msg.offsets_ms else [0] * len(msg.frames)
-    return head + coder.encode(list(msg.frames), offsets)
+    return head + refs + coder.encode(list(msg.frames), offsets)
+
+
+def _refs_bytes(msg: Params) -> bytes:
+    """The references section: b'' when every frame draws everything from the keyframe."""
+    per_frame = [msg.frame_refs(i) for i in range(len(msg.frames))]
+    if not any(any(r) for r in per_frame):
+        return b""
+    for r in per_frame:
+        if len(r) != REF_REGIONS or not all(0 <= s <= REF_SLOTS for s in r):
+            raise ValueError(f"references: {REF_REGIONS} slots of 0..{REF_SLOTS} per frame")
+    if all(r == per_frame[0] for r in per_frame):
+        per_frame = per_frame[:1]
+    return bytes([len(per_frame)] + [r[0] << 4 | r[1] for r in per_frame])
 
 
 def is_params(data: bytes) -> bool:
@@ -268,6 +332,8 @@ def decode(data: bytes, coder: Coder | None = None) -> Message:
         return _decode_chunk(body)
     if kind == Kind.CONTROL:
         return _decode_control(body)
+    if kind == Kind.REFERENCE:
+        return _decode_reference(body)
     if kind == Kind.HEADER:
         return _decode_header(body, len(data))
     raise WireError(f"malformed packet: unknown kind {kind}")
@@ -279,24 +345,33 @@ def _decode_params(data: bytes, coder: Coder | None) -> Params:
     if len(data) < PARAMS_FIXED_BYTES:
         raise WireError("malformed packet: params truncated")
     b0 = data[0]
-    if b0 & PARAMS_RESERVED_BIT:
-        raise WireError("malformed packet: params reserved bit set")
     kf, no_face = (b0 >> 2) & (PARAMS_KF_MODULO - 1), bool(b0 & PARAMS_NO_FACE_BIT)
     t = int.from_bytes(data[1:PARAMS_FIXED_BYTES], "big")
     body = data[PARAMS_FIXED_BYTES:]
     if no_face:
+        if b0 & PARAMS_REFS_BIT:
+            raise WireError("malformed packet: no-face params name references")
         if body:
             raise WireError("malformed packet: no-face params carry values")
         return Params(t, kf, Flags.NO_FACE)
+    refs: tuple[tuple[int, ...], ...] = ()
+    if b0 & PARAMS_REFS_BIT:
+        count = body[0] if body else 0
+        if not 1 <= count <= MAX_BATCH or len(body) < 1 + count:
+            raise WireError("malformed packet: params references")
+        refs = tuple((b >> 4, b & 0xF) for b in body[1 : 1 + count])
+        body = body[1 + count :]
     if not body:
         raise WireError("malformed packet: params without values")
     if coder is None:
-        return Params(t, kf, Flags.NONE, body=body)
+        return Params(t, kf, Flags.NONE, refs=refs, body=body)
     try:
         frames, offsets = coder.decode(body)
     except EntropyError as exc:
         raise WireError(str(exc)) from None
-    return Params(t, kf, Flags.NONE, tuple(frames), tuple(offsets), body)
+    if len(refs) > 1 and len(refs) != len(frames):
+        raise WireError("malformed packet: params references for another number of frames")
+    return Params(t, kf, Flags.NONE, tuple(frames), tuple(offsets), refs, body)
 
 
 def _decode_chunk(body: list) -> KeyframeChunk:
@@ -308,6 +383,17 @@ def _decode_chunk(body: list) -> KeyframeChunk:
     if not isinstance(body[4], bytes) or len(body[4]) > KEYFRAME_CHUNK_BYTES:
         raise WireError("malformed packet: keyframe chunk")
     return KeyframeChunk(kf, index, count, body[4])
+
+
+def _decode_reference(body: list) -> Reference:
+    if len(body) != 5:
+        raise WireError("malformed packet: reference needs 5 fields")
+    kf = _int(body[1], "keyframe id", 0, KF_MODULO - 1)
+    slot = _int(body[2], "reference slot", 1, REF_SLOTS)
+    regions = _int(body[3], "reference regions", 1, (1 << REF_REGIONS) - 1)
+    if not isinstance(body[4], bytes) or len(body[4]) > KEYFRAME_CHUNK_BYTES:
+        raise WireError("malformed packet: reference picture")
+    return Reference(kf, slot, regions, body[4])
 
 
 def _decode_control(body: list) -> ControlMessage:

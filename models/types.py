@@ -83,6 +83,9 @@ class FrameParams:
     """Natural log of the head's size relative to the keyframe."""
     expression: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     """Profile-specific expression coefficients (the mesh profile: keypoint offsets)."""
+    references: tuple[int, ...] = ()
+    """Per region a profile can draw from a reference picture (the mesh profile: eyes, mouth), the
+    bank slot it is drawn from; 0 or absent: the keyframe. Not part of vector(): it travels apart."""
 
     def vector(self) -> np.ndarray:
         pose = [self.yaw, self.pitch, self.roll, self.tx, self.ty, self.log_scale]
@@ -122,3 +125,36 @@ class Renderer(Protocol):
 
     def render(self, params: FrameParams) -> np.ndarray:
         """RGB uint8 (size, size, 3) for the given parameters."""
+
+
+class ReferenceEstimator(Estimator, Protocol):
+    """An estimator whose profile can use reference pictures (codec.bank)."""
+
+    def reference_aux(self) -> bytes:
+        """Profile data of the last estimated crop as a reference picture (the mesh profile: its
+        landmarks, coded like a keyframe's)."""
+
+
+class ReferenceRenderer(Renderer, Protocol):
+    """A renderer that can draw regions of a frame from reference pictures (codec.bank).
+
+    Regions are numbered as the profile defines them (the mesh profile: 0 eyes, 1 mouth)."""
+
+    region_names: tuple[str, ...]
+    """The regions, in the order of FrameParams.references and of the regions bit masks."""
+
+    def add_reference(self, slot: int, image: np.ndarray, aux: bytes, regions: int) -> None:
+        """Hold a decoded reference picture in `slot` of the current keyframe's bank (replacing what
+        the slot held); `regions`: bit mask of the regions it is for. Raises ValueError when aux or
+        the picture is unusable. A new keyframe empties the bank."""
+
+    def reference_picture(self, crop: np.ndarray, aux: bytes, regions: int) -> np.ndarray:
+        """What the sender encodes for a reference of `crop`: only the regions' pixels matter."""
+
+    def region_errors(self, params: FrameParams, crop: np.ndarray) -> list[dict[int, float]]:
+        """Per region, slot -> the error (mean squared luma) against `crop` of the frame for these
+        parameters with that region drawn from that slot (0: the keyframe; every held reference
+        that covers the region): the sender draws each region from the one that serves best."""
+
+    def region_masks(self, params: FrameParams) -> list[np.ndarray]:
+        """Per region, a boolean (size, size) mask of where it is in the frame for these parameters."""

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn
 
-from codec import keyframe, profiles
+from codec import bank, keyframe, profiles
 from codec.encoder import DEFAULT_SIZE
 from codec.params import QuantSpec
 from codec.profiles import DEFAULT_PROFILE, PROFILES, ProfileError
@@ -38,6 +38,7 @@ STOP_DEADLINE_S = 1.8  # after a signal: hang up, finish files, exit; past this 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 QUANT_SCALE_RANGE = (0.05, 20.0)  # beyond: every frame a keyframe (too fine), or no motion left (too coarse)
 MAX_CONNECT_TIMEOUT_S = 3600.0
+MAX_REFERENCE_THRESHOLD_DB = 40.0  # beyond this no region ever calls for a reference: use off
 
 
 class Stop:
@@ -117,6 +118,13 @@ def _float_in(low: float, high: float, low_open: bool = False) -> Callable[[str]
         return value
 
     return parse
+
+
+def _reference_threshold(text: str) -> float | None:
+    """--reference-threshold: dB, or 'off'."""
+    if text.strip().lower() == "off":
+        return None
+    return _float_in(0, MAX_REFERENCE_THRESHOLD_DB, low_open=True)(text)
 
 
 def _endpoint(default_host: str, any_port: bool = False) -> Callable[[str], signaling.Endpoint]:
@@ -204,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         metavar="K",
         help="frames of parameters per message (1-4; each above 1 adds one frame period of latency, default 2)",
+    )
+    send.add_argument(
+        "--reference-threshold",
+        type=_reference_threshold,
+        default=bank.THRESHOLD_DB,
+        metavar="DB|off",
+        help="send a reference picture of the eyes or mouth when that region stays this many dB worse than "
+        f"after the keyframe (lower: more references, more bits; default {bank.THRESHOLD_DB:g}; off: none)",
     )
     send.add_argument("--loop", action="store_true", help="loop a video file")
     send.add_argument("--max-frames", type=_int_at_least(0), help="stop after N frames (0: connect and hang up)")
@@ -293,6 +309,7 @@ def cmd_send(a: argparse.Namespace) -> int:
             QuantSpec().scaled(a.quant_scale),
             a.weights,
             batch=a.frames_per_message,
+            references=False if a.reference_threshold is None else bank.BankPolicy(a.reference_threshold),
         )
     except BaseException:
         source.close()

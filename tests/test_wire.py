@@ -33,6 +33,8 @@ MESSAGES: dict[str, wire.Message] = {
     "params_two_frames": wire.Params(123456, 19, wire.Flags.NONE, (VALUES, VALUES + 1), (0, 40)),
     "params_no_face": wire.Params(65535, 255, wire.Flags.NO_FACE),
     "control_keyframe_request": wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, -1),
+    "params_references": wire.Params(123456, 3, wire.Flags.NONE, (VALUES, VALUES + 1), (0, 40), ((1, 2), (0, 2))),
+    "reference": wire.Reference(3, 1, 2, bytes(range(16))),
 }
 
 
@@ -44,6 +46,7 @@ def _same(a: wire.Message, b: wire.Message) -> bool:
             and len(a.frames) == len(b.frames)
             and all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames, strict=True))
             and (not a.frames or tuple(offsets) == tuple(b.offsets_ms))
+            and all(a.frame_refs(i) == b.frame_refs(i) for i in range(len(a.frames)))
         )
     return a == b
 
@@ -106,7 +109,16 @@ def test_newer_keyframe_replaces_half_received_one() -> None:
         (msgpack.packb([(2 << 4) | 9]), "malformed packet: unknown kind 9"),
         (msgpack.packb({"a": 1}), "malformed packet: no type tag"),
         (b"\x40", "malformed packet: params truncated"),
-        (b"\x41\x00\x00\x00", "malformed packet: params reserved bit set"),
+        (b"\x41\x00\x00\x00", "malformed packet: params references"),
+        (b"\x41\x00\x00\x02\x12", "malformed packet: params references"),
+        (b"\x41\x00\x00\x01\x12", "malformed packet: params without values"),
+        (b"\x43\x00\x00", "malformed packet: no-face params name references"),
+        (msgpack.packb([0x25, 0, 0, 1, b""]), "malformed packet: reference slot out of range"),
+        (msgpack.packb([0x25, 0, 16, 1, b""]), "malformed packet: reference slot out of range"),
+        (msgpack.packb([0x25, 0, 1, 0, b""]), "malformed packet: reference regions out of range"),
+        (msgpack.packb([0x25, 0, 1, 4, b""]), "malformed packet: reference regions out of range"),
+        (msgpack.packb([0x25, 0, 1, 1, "x"]), "malformed packet: reference picture"),
+        (msgpack.packb([0x25, 0, 1, 1]), "malformed packet: reference needs 5 fields"),
         (b"\x42\x00\x00\x01", "malformed packet: no-face params carry values"),
         (b"\x40\x00\x00", "malformed packet: params without values"),
         (b"\x40" + b"\x00" * 600, "packet too large: 601 bytes (limit 512)"),
@@ -164,3 +176,36 @@ def test_v1_caller_is_refused_by_the_decoder_with_a_bye_it_understands() -> None
     assert [r.data for r in replies][-1] == wire.V1_BYE and all(r.reliable for r in replies)
     assert msgpack.unpackb(wire.V1_BYE) == [0x14, int(wire.Control.BYE), 0]  # v1's own BYE
     assert dec.header is None and dec.stats.bad_packets == 1
+
+
+def test_references_section_layout() -> None:
+    """Flag bit 0, a count (1: one choice for every frame), then (slot of region 0) << 4 | (slot of region 1)."""
+    plain = wire.encode(wire.Params(7, 3, wire.Flags.NONE, (VALUES, VALUES), (0, 40)), CODER)
+    same = wire.encode(wire.Params(7, 3, wire.Flags.NONE, (VALUES, VALUES), (0, 40), ((1, 2), (1, 2))), CODER)
+    each = wire.encode(wire.Params(7, 3, wire.Flags.NONE, (VALUES, VALUES), (0, 40), ((1, 2), (0, 15))), CODER)
+    assert same[0] == plain[0] | 0x01 and same[1:3] == plain[1:3]
+    assert same[3:5] == b"\x01\x12" and same[5:] == plain[3:]
+    assert each[3:6] == b"\x02\x12\x0f" and each[6:] == plain[3:]
+    # all zeros is no section at all: a call without references sends exactly the bytes it always did
+    zeros = wire.encode(wire.Params(7, 3, wire.Flags.NONE, (VALUES, VALUES), (0, 40), ((0, 0), (0, 0))), CODER)
+    assert zeros == plain
+    assert wire.decode(same, CODER).frame_refs(1) == (1, 2)
+    assert wire.decode(plain, CODER).frame_refs(0) == (0, 0)
+
+
+def test_references_for_another_number_of_frames_are_refused() -> None:
+    two = wire.encode(wire.Params(7, 3, wire.Flags.NONE, (VALUES, VALUES), (0, 40), ((1, 2), (0, 15))), CODER)
+    one = wire.encode(wire.Params(7, 3, wire.Flags.NONE, (VALUES,), (0,)), CODER)
+    hostile = two[:6] + one[3:]  # two choices, one frame
+    with pytest.raises(wire.WireError, match=r"^malformed packet: params references for another number of frames$"):
+        wire.decode(hostile, CODER)
+
+
+def test_reference_slots_beyond_the_wire_range_are_not_sent() -> None:
+    with pytest.raises(ValueError, match="references"):
+        wire.encode(wire.Params(7, 3, wire.Flags.NONE, (VALUES,), (0,), ((16, 0),)), CODER)
+
+
+def test_reference_ack_argument_round_trip() -> None:
+    assert wire.parse_ack(wire.ack_arg(300, 7)) == (300 % 256, 7)
+    assert wire.parse_ack(wire.ack_arg(255, 15)) == (255, 15)

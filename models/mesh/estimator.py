@@ -12,7 +12,7 @@ from models.types import FrameParams, NoFaceError
 
 
 class MeshEstimator:
-    """codec.api.Estimator for the mesh profile."""
+    """models.types.ReferenceEstimator for the mesh profile."""
 
     def __init__(self, size: int, model: expression.ExpressionModel | None = None) -> None:
         self.size = size
@@ -40,6 +40,12 @@ class MeshEstimator:
         lm = self._video.landmarks(crop)
         self.last_landmarks = lm
         return None if lm is None else self.rig.params(lm)
+
+    def reference_aux(self) -> bytes:
+        """The last estimated crop's landmarks, coded like a keyframe's (a reference picture's rig)."""
+        if self.last_landmarks is None:
+            raise NoFaceError("no face in the last crop")
+        return wire_landmarks.encode(self.last_landmarks, self.size)
 
     def close(self) -> None:
         self._still.close()

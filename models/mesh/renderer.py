@@ -15,6 +15,9 @@ The background must not be dragged along by the head: the keyframe is split once
 MediaPipe selfie segmentation, into the person (a hard matte, warped with the colours) and
 a still background (the keyframe with the person filled in from around it), and each frame
 is the warped person over that background. Where the head leaves, the background shows.
+
+Regions the keyframe cannot show (an open mouth's teeth, closed eyes) may be drawn from reference
+pictures of the keyframe's bank instead (models.mesh.reference), as each frame's parameters say.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from scipy.spatial import Delaunay
 
 from models.device import default_device
 from models.face import N_LANDMARKS, N_MESH_LANDMARKS, _mediapipe
-from models.mesh import expression
+from models.mesh import expression, reference
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.pose import face_down
 from models.mesh.rig import Rig
@@ -135,7 +138,10 @@ def fill_holes(image: np.ndarray, known: np.ndarray) -> np.ndarray:
 
 
 class MeshRenderer:
-    """Renderer of the `mesh` profile (codec.api.Renderer)."""
+    """Renderer of the `mesh` profile (models.types.ReferenceRenderer)."""
+
+    region_names = reference.REGION_NAMES
+    n_regions = len(reference.REGION_NAMES)
 
     def __init__(
         self,
@@ -151,6 +157,9 @@ class MeshRenderer:
         self.segment_background = SEGMENT_BACKGROUND if segment_background is None else segment_background
         """Keep the keyframe's background still (selfie segmentation of each keyframe)."""
         self.rig: Rig | None = None
+        self._bank: dict[int, reference.Source] = {}  # slot -> reference of the current keyframe
+        self._key_source: reference.Source | None = None  # the keyframe itself, as a region source
+        self._face_tri = np.zeros((0, 3), np.int64)  # the keyframe's face triangles, shared by its bank
         self._key: torch.Tensor | None = None  # (1, 4, S, S) float32: RGB and the person matte
         self._background: torch.Tensor | None = None  # (1, 3, S, S) keyframe with the person filled in
         self._segmenter = _shared_segmenter() if self.segment_background else None
@@ -164,8 +173,11 @@ class MeshRenderer:
 
     def set_rig(self, rig: Rig, image: np.ndarray) -> None:
         self.rig = rig
+        self._bank = {}  # a reference belongs to its keyframe's rig and crop
         self._set_layers(image, segment=self.segment_background)
         self._build_mesh(rig)
+        all_regions = (1 << self.n_regions) - 1
+        self._key_source = reference.make_source(self._key_rgb, rig.landmarks, all_regions, self._face_tri)
 
     @property
     def segments_background(self) -> bool:
@@ -181,6 +193,7 @@ class MeshRenderer:
         background = fill_holes(rgb, matte == 0) if matte.any() else rgb
         stack = np.concatenate([rgb, matte[..., None]], 2)
         self._key = torch.from_numpy(stack).to(self.device).permute(2, 0, 1)[None].contiguous()
+        self._key_rgb = rgb
         self._background = torch.from_numpy(background).to(self.device).permute(2, 0, 1).contiguous()
 
     def _person_matte(self, image: np.ndarray) -> np.ndarray:
@@ -233,13 +246,54 @@ class MeshRenderer:
         verts = np.concatenate([rig.landmarks[: self._n_face], self._ring, border3])
         src = verts[:, :2]
         self._tri = Delaunay(src).simplices.astype(np.int64)
+        self._face_tri = reference.face_triangles(rig.landmarks, self._n_face)
         # Source side of every triangle's affine map: (T, 2, 3) vertex columns.
         self._src_tri = np.transpose(src[self._tri], (0, 2, 1))
 
-    def vertices(self, params: FrameParams) -> np.ndarray:
-        """Destination positions (V, 3) of all mesh vertices for the parameters."""
+    # -- references ---------------------------------------------------------------------
+    def add_reference(self, slot: int, image: np.ndarray, aux: bytes, regions: int) -> None:
+        if self.rig is None:
+            raise ValueError("reference before the keyframe")
+        if not 1 <= slot <= reference.MAX_SLOTS or not 0 < regions < 1 << self.n_regions:
+            raise ValueError(f"reference slot {slot} or regions {regions} out of range")
+        if image.shape != (self.size, self.size, 3):
+            raise ValueError(f"reference is {image.shape}, expected ({self.size}, {self.size}, 3)")
+        lm = wire_landmarks.decode(aux, self.size)
+        self._bank[slot] = reference.make_source(image, lm, regions, self._face_tri)
+
+    @property
+    def references(self) -> dict[int, int]:
+        """Slot -> regions bit mask of the references held for the current keyframe."""
+        return {slot: ref.covered for slot, ref in self._bank.items()}
+
+    def reference_picture(self, crop: np.ndarray, aux: bytes, regions: int) -> np.ndarray:
+        return reference.sent_picture(crop, wire_landmarks.decode(aux, self.size), regions)
+
+    def region_errors(self, params: FrameParams, crop: np.ndarray) -> list[dict[int, float]]:
+        """Per region, the mean squared luma error against `crop` of that region drawn from the
+        keyframe (slot 0) and from every held reference that covers it."""
+        assert self.rig is not None and self._key_source is not None
+        moved = self.rig.move(params)
+        crop_y = np.asarray(crop, np.float32) @ reference.LUMA
+        out = []
+        for r in range(self.n_regions):
+            slots = [0] + [n for n, src in sorted(self._bank.items()) if src.covered >> r & 1]
+            sources = [self._key_source] + [self._bank[n] for n in slots[1:]]
+            errs = reference.RegionWarp(self._face_tri, moved, self.size, r).errors(sources, crop_y)
+            out.append(dict(zip(slots, errs, strict=True)))
+        return out
+
+    def region_masks(self, params: FrameParams) -> list[np.ndarray]:
         assert self.rig is not None
-        face = self.rig.move(params)[: self._n_face]
+        target = self.rig.move(params)
+        return [reference.region_mask(target, r, self.size) > 0 for r in range(self.n_regions)]
+
+    # -- warp -----------------------------------------------------------------------------
+    def vertices(self, params: FrameParams, moved: np.ndarray | None = None) -> np.ndarray:
+        """Destination positions (V, 3) of all mesh vertices for the parameters (moved: the rig's
+        landmarks for them, when already at hand)."""
+        assert self.rig is not None
+        face = (self.rig.move(params) if moved is None else moved)[: self._n_face]
         s, rot, t = self.rig.pose(params)
         c = self.rig.center
         turn = s * (self._ring - c) @ rot.T + c - self._ring  # rotation/scale part of the rigid motion
@@ -266,9 +320,9 @@ class MeshRenderer:
             fill(ids, corners[i], i, cv2.LINE_8, SUBPIXEL_BITS)
         return ids, affine
 
-    def source_map(self, params: FrameParams) -> np.ndarray:
+    def source_map(self, params: FrameParams, moved: np.ndarray | None = None) -> np.ndarray:
         """(S, S, 2) source position of every output pixel, continuous pixel coordinates."""
-        ids, affine = self._triangle_ids(self.vertices(params))
+        ids, affine = self._triangle_ids(self.vertices(params, moved))
         a = affine[ids]  # (S, S, 6)
         out = np.empty((self.size, self.size, 2), np.float32)
         out[..., 0] = a[..., 0] * self._xs + a[..., 1] * self._ys + a[..., 2]
@@ -278,15 +332,22 @@ class MeshRenderer:
     def render(self, params: FrameParams) -> np.ndarray:
         if self.rig is None or self._key is None or self._background is None:
             raise RuntimeError("render before the first keyframe")
-        src = self.source_map(params)
+        moved = self.rig.move(params)
+        src = self.source_map(params, moved)
         if self.device.type != "cpu":
-            return self._sample(src)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(CPU_RENDER_THREADS)
-        try:
-            return self._sample(src)
-        finally:
-            torch.set_num_threads(threads)
+            out = self._sample(src)
+        else:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(CPU_RENDER_THREADS)
+            try:
+                out = self._sample(src)
+            finally:
+                torch.set_num_threads(threads)
+        for region, slot in enumerate(params.references[: self.n_regions]):
+            ref = self._bank.get(slot) if slot else None
+            if ref is not None and ref.covered >> region & 1:  # else (lost, late, never sent): the keyframe's warp
+                reference.RegionWarp(self._face_tri, moved, self.size, region).composite(out, ref)
+        return out
 
     def _sample(self, src: np.ndarray) -> np.ndarray:
         assert self._key is not None and self._background is not None

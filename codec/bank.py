@@ -1,0 +1,142 @@
+"""The sender's reference bank: which reference pictures the receiver holds, and which one each
+region of a frame is drawn from.
+
+One keyframe cannot show what it does not contain: teeth and the inside of an open mouth, closed
+eyes. The sender runs the receiver's renderer (codec.refresh.ErrorMonitor), so it sees each region's
+error; when a region stays `threshold_db` worse than what the keyframe achieved there for `hold_s`,
+the current crop becomes a reference picture for that region (models.types.ReferenceRenderer), in a
+free slot of the bank or in the one left unused longest, and only once it has gone unused for
+`quiet_s` (so no packet still in flight names its old picture). The threshold is the rate knob:
+lower, more references, more bytes, more faithful regions.
+
+Both sides hold the same bounded bank per keyframe (a new keyframe empties it). References travel on
+the reliable channel and the receiver acknowledges each; PARAMS name only acknowledged ones, so the
+sender's renderer draws exactly what the receiver draws, and a reference that is late or never
+arrives costs nothing but its use. Per frame and region, the sender draws the region from every
+acknowledged source that covers it (the keyframe is slot 0), compares each with the camera crop and
+names the one with the smallest error, with hysteresis against flicker: closed loop, frame by frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+THRESHOLD_DB = 3.0  # a region this much worse than after the keyframe ...
+HOLD_S = 0.2  # ... for this long (two checks in a row at 25 fps) calls for a reference
+SLOTS = 4  # references per keyframe (each ~0.4-1 KB on the wire, ~1 MB of memory at 256x256)
+MIN_INTERVAL_S = 1.0  # at most one reference per this long
+QUIET_S = 1.0  # a slot is reused only after going unused this long
+SWITCH = 0.8  # a region changes source only for one with this share of the current one's error (~1 dB)
+
+
+@dataclass(frozen=True)
+class BankPolicy:
+    """The knobs of the reference bank."""
+
+    threshold_db: float = THRESHOLD_DB
+    """dB a region's rendering must stay below its level after the keyframe to call for a reference."""
+    hold_s: float = HOLD_S
+    """Seconds the drop must last."""
+    slots: int = SLOTS
+    """References per keyframe (1..15)."""
+    min_interval_s: float = MIN_INTERVAL_S
+    """Seconds between two references."""
+    quiet_s: float = QUIET_S
+    """Seconds a slot must go unused before a new reference replaces it."""
+    switch: float = SWITCH
+    """A region moves to another source only when that one's error is below this share of the current one's."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.slots <= 15:
+            raise ValueError("reference slots must be 1..15")
+        if not self.threshold_db > 0 or not math.isfinite(self.threshold_db):
+            raise ValueError("the reference threshold must be a positive number of dB")
+
+
+@dataclass
+class Slot:
+    """One reference of the bank, as the sender knows it."""
+
+    regions: int
+    """Bit mask of the regions it holds."""
+    sent_s: float
+    """When it was sent (capture clock, s)."""
+    acked: bool = False
+    """The receiver holds it: frames may name it."""
+    last_used_s: float = -math.inf
+    """When a frame last drew a region from it."""
+
+
+@dataclass
+class ReferenceBank:
+    """Sender-side state of the bank of the current keyframe."""
+
+    n_regions: int
+    """Regions of the profile (len(models.types.ReferenceRenderer.region_names))."""
+    policy: BankPolicy = field(default_factory=BankPolicy)
+    """Its knobs."""
+    slots: dict[int, Slot] = field(default_factory=dict)
+    """Slot number (1..policy.slots) -> reference."""
+    sent: int = 0
+    """References sent over the call."""
+    sent_bytes: int = 0
+    """Their bytes (messages as sent)."""
+    _choice: list[int] = field(default_factory=list)
+    _last_sent_s: float = -math.inf
+
+    def reset(self, now: float) -> None:
+        """A new keyframe: its bank starts empty."""
+        self.slots = {}
+        self._choice = [0] * self.n_regions
+        self._last_sent_s = now  # the keyframe itself was just sent: give it time to serve
+
+    @property
+    def usable(self) -> bool:
+        """True when a frame may name a reference (one is acknowledged)."""
+        return any(s.acked for s in self.slots.values())
+
+    def choose(self, errors: list[dict[int, float]], now: float) -> tuple[int, ...]:
+        """Per region, the slot to draw it from (0: the keyframe), given per region each held source's
+        error for this frame (models.types.ReferenceRenderer.region_errors)."""
+        if len(errors) != self.n_regions:
+            return (0,) * self.n_regions
+        out = []
+        for r, errs in enumerate(errors):
+            usable = {n: e for n, e in errs.items() if n == 0 or (n in self.slots and self.slots[n].acked)}
+            if 0 not in usable:
+                usable[0] = float("inf")
+            best = min(usable, key=usable.__getitem__)
+            current = self._choice[r] if self._choice[r] in usable else 0
+            pick = best if usable[best] < self.policy.switch * usable[current] else current
+            self._choice[r] = pick
+            if pick:
+                self.slots[pick].last_used_s = now
+            out.append(pick)
+        return tuple(out)
+
+    def allocate(self, now: float) -> int | None:
+        """A slot for a new reference now, or None (too soon after the last one, or every slot in use)."""
+        if now - self._last_sent_s < self.policy.min_interval_s:
+            return None
+        for n in range(1, self.policy.slots + 1):
+            if n not in self.slots:
+                return n
+        free = [
+            n
+            for n, s in self.slots.items()
+            if n not in self._choice and now - max(s.last_used_s, s.sent_s) >= self.policy.quiet_s
+        ]
+        return min(free, key=lambda n: max(self.slots[n].last_used_s, self.slots[n].sent_s)) if free else None
+
+    def add(self, slot: int, regions: int, now: float, size: int) -> None:
+        """A reference was sent in `slot` (size: its message bytes); frames name it once acknowledged."""
+        self.slots[slot] = Slot(regions, now)
+        self._last_sent_s = now
+        self.sent += 1
+        self.sent_bytes += size
+
+    def ack(self, slot: int) -> None:
+        """The receiver holds the reference in `slot` (of the current keyframe)."""
+        if slot in self.slots:
+            self.slots[slot].acked = True

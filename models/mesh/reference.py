@@ -1,0 +1,204 @@
+"""Reference pictures: what one keyframe cannot show (teeth, closed eyes), drawn from another picture.
+
+A reference is a face crop the sender captured later in the call, for the regions it covers
+(REGIONS: the eyes with the brows, the mouth). Only those regions travel: the rest of the picture
+is flat grey before H.264, so a mouth reference costs a few hundred bytes. Its landmarks travel with
+it (shape-coded, like the keyframe's), so both sides know where every face point is in it.
+
+Per frame and region, the renderer may draw the region from a reference instead of the keyframe:
+the reference's face mesh is warped piecewise-affinely onto the frame's landmarks (the same target
+the keyframe is warped to, so the two agree in geometry), only inside the region's box, and blended
+over the keyframe warp with a feathered mask of the region around the frame's landmarks.
+
+    picture (S, S, 3) + landmarks L_r (478, 3)  --warp L_r -> target-->  patch (h, w, 3) in the box
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy.spatial import Delaunay
+
+from models.mesh import regions
+
+REGION_NAMES = ("eyes", "mouth")
+"""Regions a reference can cover, in wire order (bit i of a reference's region mask; the i-th choice
+of a frame)."""
+REGION_POINTS: tuple[tuple[np.ndarray, ...], ...] = (
+    (
+        np.concatenate([regions.RIGHT_EYE, regions.RIGHT_BROW]),
+        np.concatenate([regions.LEFT_EYE, regions.LEFT_BROW]),
+    ),
+    (regions.LIPS,),
+)
+"""Per region, the landmark groups whose convex hulls (grown) make it."""
+GROW = (0.12, 0.22)  # per region: hull grown by this share of the face's eye-corner distance
+FEATHER = 0.05  # blend edge width, same unit: the reference fades into the keyframe warp
+SENT_MARGIN = 0.05  # the sent picture keeps this much more around each region (H.264 ringing at its edge)
+FILL_GREY = 128  # what the sent picture shows outside its regions (flat: nearly free for H.264)
+EYE_CORNERS = (33, 263)
+SUBPIXEL_BITS = 4
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, as codec.metrics.luma
+MAX_SLOTS = 15  # slots a renderer accepts (the wire's range): at most ~15 MB of references at 256x256
+
+
+def face_unit(lm: np.ndarray) -> float:
+    """Outer eye-corner distance in pixels: the unit region sizes scale with."""
+    return float(np.linalg.norm(lm[EYE_CORNERS[1], :2] - lm[EYE_CORNERS[0], :2])) + 1e-9
+
+
+def region_mask(lm: np.ndarray, region: int, size: int, extra: float = 0.0, feather: float = 0.0) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: the region around landmarks lm (478, >=2) px, grown by
+    GROW[region] + extra face units, with a soft edge `feather` face units wide."""
+    unit = face_unit(lm)
+    mask = np.zeros((size, size), np.uint8)
+    for idx in REGION_POINTS[region]:
+        hull = cv2.convexHull(np.rint(lm[idx, :2] * (1 << SUBPIXEL_BITS)).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_8, SUBPIXEL_BITS)
+    grow = max(1, round((GROW[region] + extra) * unit))
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    out = mask.astype(np.float32) / 255.0
+    if feather > 0:
+        k = 2 * max(1, round(feather * unit)) + 1
+        out = cv2.GaussianBlur(out, (k, k), 0)
+        out *= mask > 0  # the feather stays inside the grown hull: never outside what the reference holds
+    return out
+
+
+def regions_mask(lm: np.ndarray, covered: int, size: int, extra: float = 0.0) -> np.ndarray:
+    """(size, size) float32: the union of the regions in the bit mask `covered`."""
+    out = np.zeros((size, size), np.float32)
+    for r in range(len(REGION_NAMES)):
+        if covered >> r & 1:
+            out = np.maximum(out, region_mask(lm, r, size, extra))
+    return out
+
+
+def sent_picture(image: np.ndarray, lm: np.ndarray, covered: int) -> np.ndarray:
+    """The picture a reference sends: `image` inside its regions (with a margin), flat grey elsewhere."""
+    keep = regions_mask(lm, covered, image.shape[0], SENT_MARGIN) > 0
+    out = np.full_like(image, FILL_GREY)
+    out[keep] = image[keep]
+    return out
+
+
+def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) around the mask's nonzero pixels; None when it has none."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+@dataclass
+class Source:
+    """A picture a region can be drawn from: the keyframe (slot 0) or a reference of its bank."""
+
+    image: np.ndarray
+    """(S, S, 4) float32: the decoded picture and, in channel 3, where it is valid (its regions)."""
+    landmarks: np.ndarray
+    """(478, 3) px: its face points (as both sides decode them)."""
+    covered: int
+    """Bit mask of the regions it holds (bit i: REGION_NAMES[i])."""
+    src_tri: np.ndarray
+    """(T, 2, 3) its vertices of the keyframe's face triangles (every source shares that topology)."""
+
+
+def make_source(picture: np.ndarray, lm: np.ndarray, covered: int, triangles: np.ndarray) -> Source:
+    """A bank entry from a decoded picture and its landmarks; triangles: the keyframe's face mesh."""
+    size = picture.shape[0]
+    n_all = (1 << len(REGION_NAMES)) - 1
+    valid = np.ones((size, size), np.float32) if covered == n_all else regions_mask(lm, covered, size)
+    image = np.concatenate([picture.astype(np.float32), valid[..., None]], 2)
+    src = np.asarray(lm[:, :2], np.float64)
+    return Source(image, np.asarray(lm, np.float64), covered, np.transpose(src[triangles], (0, 2, 1)))
+
+
+def face_triangles(lm: np.ndarray, n_face: int) -> np.ndarray:
+    """(T, 3) Delaunay triangles of the first n_face landmarks (the keyframe's)."""
+    return Delaunay(np.asarray(lm[:n_face, :2], np.float64)).simplices.astype(np.int64)
+
+
+class RegionWarp:
+    """One region of one frame, ready to be drawn from any source of the keyframe's bank: the region's
+    feathered mask around the frame's landmarks, its box, and which face triangle covers each of its
+    pixels (the same for every source, since they share the triangles; only the affine maps differ)."""
+
+    def __init__(self, triangles: np.ndarray, target: np.ndarray, size: int, region: int) -> None:
+        self.mask = region_mask(target, region, size, feather=FEATHER)
+        """(S, S) float32 blend weight of the region."""
+        self.box = box_of(self.mask)
+        """(x0, y0, x1, y1) around it; None when it is empty (off the crop)."""
+        if self.box is None:
+            return
+        x0, y0, x1, y1 = self.box
+        n = len(triangles)
+        tri_dst = target[triangles]  # (T, 3, 3)
+        xy = tri_dst[:, :, :2] - (x0, y0)
+        lo, hi = xy.min(1), xy.max(1)
+        inside = (hi[:, 0] >= 0) & (hi[:, 1] >= 0) & (lo[:, 0] <= x1 - x0) & (lo[:, 1] <= y1 - y0)
+        homog = np.concatenate([np.transpose(xy, (0, 2, 1)), np.ones((n, 1, 3))], 1)
+        ok = inside & (np.abs(np.linalg.det(homog)) > 1e-6)
+        self._inv = np.zeros_like(homog)  # (T, 3, 3): box pixel -> barycentric-like coords per triangle
+        self._inv[ok] = np.linalg.inv(homog[ok])
+        h, w = y1 - y0, x1 - x0
+        ids = np.full((h, w), n, np.int32)
+        order = np.argsort(-tri_dst[:, :, 2].mean(1))  # far first, near last: near wins
+        corners = np.rint((xy - 0.5) * (1 << SUBPIXEL_BITS)).astype(np.int32)
+        for i in order[ok[order]].tolist():
+            cv2.fillConvexPoly(ids, corners[i], i, cv2.LINE_8, SUBPIXEL_BITS)
+        self._ids = ids
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+        self._xs, self._ys = xs, ys
+
+    def patch(self, src: Source) -> np.ndarray:
+        """(h, w, 4) float32: the source warped onto the frame inside the box; channel 3 is where it
+        is valid (0 where no face triangle covers the pixel)."""
+        assert self.box is not None
+        affine = np.empty((len(self._inv) + 1, 6), np.float32)
+        affine[:-1] = (src.src_tri @ self._inv).reshape(-1, 6)
+        affine[-1] = (0, 0, -1e4, 0, 0, -1e4)  # no triangle here: sample far outside, i.e. invalid
+        a = affine[self._ids]
+        map_x = a[..., 0] * self._xs + a[..., 1] * self._ys + a[..., 2] - 0.5
+        map_y = a[..., 3] * self._xs + a[..., 4] * self._ys + a[..., 5] - 0.5
+        return cv2.remap(src.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    def weight(self, patch: np.ndarray) -> np.ndarray:
+        """(h, w) blend weight of a patch: the region's mask where the source is valid."""
+        x0, y0, x1, y1 = self.box  # type: ignore[misc]
+        return self.mask[y0:y1, x0:x1] * patch[..., 3]
+
+    def composite(self, frame: np.ndarray, src: Source) -> None:
+        """Draw the region of frame (S, S, 3) uint8, in place, from the source."""
+        if self.box is None:
+            return
+        x0, y0, x1, y1 = self.box
+        patch = self.patch(src)
+        weight = self.weight(patch)[..., None]
+        base = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = np.clip(base + weight * (patch[..., :3] - base) + 0.5, 0, 255).astype(np.uint8)
+
+    def errors(self, sources: list[Source], crop_y: np.ndarray) -> list[float]:
+        """Mean squared luma error, over the region, of the frame with the region drawn from each
+        source against the crop's luma (S, S). sources[0] is the keyframe: what shows where a
+        reference is not valid, as in composite()."""
+        if self.box is None:
+            return [0.0] * len(sources)
+        x0, y0, x1, y1 = self.box
+        m = self.mask[y0:y1, x0:x1]
+        norm = max(float(m.sum()), 1e-6)
+        want = crop_y[y0:y1, x0:x1]
+        base: np.ndarray | None = None
+        out = []
+        for src in sources:
+            patch = self.patch(src)
+            y = patch[..., :3] @ LUMA
+            if base is None:
+                base = y
+            else:
+                v = patch[..., 3]
+                y = base + v * (y - base)
+            out.append(float(np.sum(m * (y - want) ** 2) / norm))
+        return out

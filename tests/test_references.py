@@ -1,0 +1,302 @@
+"""Reference pictures for what one keyframe cannot show: the bank policy, the region warp, and a
+real call in memory (closed loop, acknowledgements, a lost reference, hostile names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from conftest import read_frames
+from test_mesh import SIZE, synthetic_landmarks, textured_image
+
+from codec import driver, wire
+from codec.bank import BankPolicy, ReferenceBank
+from codec.decoder import FaceDecoder
+from codec.encoder import FaceEncoder
+from codec.params import FrameParams, dequantize
+from models.mesh import landmarks as wire_landmarks
+from models.mesh import reference
+from models.mesh.renderer import MeshRenderer
+
+MOUTH, EYES = 1 << reference.REGION_NAMES.index("mouth"), 1 << reference.REGION_NAMES.index("eyes")
+CLIP = "EAMM/surprised.mp4"  # wide-open mouth and eyes, a held-out person
+CLIP_FRAMES = 100
+FPS = 25.0
+
+
+# -- the bank policy ---------------------------------------------------------------------------
+def bank(**knobs: float) -> ReferenceBank:
+    b = ReferenceBank(2, BankPolicy(**knobs))  # type: ignore[arg-type]
+    b.reset(0.0)
+    return b
+
+
+def test_bank_waits_after_a_keyframe_and_between_references() -> None:
+    b = bank(min_interval_s=1.0)
+    assert b.allocate(0.5) is None  # the keyframe was just sent
+    assert b.allocate(1.0) == 1
+    b.add(1, MOUTH, 1.0, 500)
+    assert b.allocate(1.5) is None
+    assert b.allocate(2.0) == 2
+    assert (b.sent, b.sent_bytes) == (1, 500)
+
+
+def test_only_acknowledged_references_are_named() -> None:
+    b = bank()
+    b.add(1, MOUTH, 1.0, 500)
+    errors = [{0: 100.0}, {0: 100.0, 1: 1.0}]
+    assert b.choose(errors, 1.1) == (0, 0)  # not acknowledged yet: the receiver may not hold it
+    b.ack(1)
+    assert b.usable
+    assert b.choose(errors, 1.2) == (0, 1)
+
+
+def test_choice_has_hysteresis() -> None:
+    b = bank(switch=0.8)
+    for n in (1, 2):
+        b.add(n, MOUTH, 1.0, 500)
+        b.ack(n)
+    assert b.choose([{0: 1.0}, {0: 100.0, 1: 10.0, 2: 20.0}], 2.0) == (0, 1)
+    assert b.choose([{0: 1.0}, {0: 100.0, 1: 10.0, 2: 9.0}], 2.1) == (0, 1)  # 9 is not below 0.8 * 10
+    assert b.choose([{0: 1.0}, {0: 100.0, 1: 10.0, 2: 7.0}], 2.2) == (0, 2)
+
+
+def test_a_full_bank_replaces_the_reference_unused_longest_once_quiet() -> None:
+    b = bank(slots=2, min_interval_s=0.0, quiet_s=1.0)
+    for n in (1, 2):
+        b.add(n, MOUTH, 1.0, 500)
+        b.ack(n)
+    b.choose([{0: 1.0}, {0: 100.0, 1: 1.0, 2: 50.0}], 1.5)  # slot 1 in use
+    assert b.allocate(1.6) is None  # slot 2 was sent 0.6 s ago: packets may still name it
+    assert b.allocate(2.1) == 2  # slot 1 is the current choice: never replaced
+    b.choose([{0: 1.0}, {0: 1.0, 1: 50.0, 2: 50.0}], 2.2)  # back to the keyframe (1.0 < 0.8 * 50)
+    assert b.allocate(3.1) == 2  # slot 2: unused since 1.0, slot 1 since 1.5
+    b.reset(4.0)
+    assert not b.slots and not b.usable
+
+
+def test_policy_knobs_are_checked() -> None:
+    with pytest.raises(ValueError, match="slots"):
+        BankPolicy(slots=16)
+    with pytest.raises(ValueError, match="threshold"):
+        BankPolicy(threshold_db=0.0)
+
+
+# -- the region warp ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def renderer() -> MeshRenderer:
+    r = MeshRenderer(SIZE, segment_background=False)
+    r.set_keyframe(textured_image(1), wire_landmarks.encode(synthetic_landmarks(), SIZE))
+    return r
+
+
+def zero(r: MeshRenderer, refs: tuple[int, ...] = ()) -> FrameParams:
+    assert r.rig is not None
+    return FrameParams(expression=np.zeros(r.rig.model.n_expr, np.float32), references=refs)
+
+
+def test_region_is_drawn_from_the_reference_and_nowhere_else(renderer: MeshRenderer) -> None:
+    aux = wire_landmarks.encode(synthetic_landmarks(), SIZE)
+    other = textured_image(7)
+    renderer.add_reference(1, other, aux, MOUTH)
+    assert renderer.references == {1: MOUTH}
+    base = renderer.render(zero(renderer))
+    out = renderer.render(zero(renderer, (0, 1)))
+    assert renderer.rig is not None
+    lm = renderer.rig.landmarks
+    full = reference.region_mask(lm, 1, SIZE, feather=reference.FEATHER) > 0.999
+    assert full.sum() > 200  # the mouth region proper
+    # the same landmarks on both pictures: inside the mouth the frame is the reference's picture
+    assert np.abs(out[full].astype(int) - other[full]).max() <= 2
+    outside = reference.region_mask(lm, 1, SIZE) == 0
+    assert np.array_equal(out[outside], base[outside])
+    # the eyes are not in this reference: naming it for them changes nothing
+    assert np.array_equal(renderer.render(zero(renderer, (1, 0))), base)
+
+
+def test_sender_measures_each_source_of_a_region(renderer: MeshRenderer) -> None:
+    aux = wire_landmarks.encode(synthetic_landmarks(), SIZE)
+    other = textured_image(7)
+    renderer.add_reference(1, other, aux, MOUTH)
+    eyes, mouth = renderer.region_errors(zero(renderer), other)
+    assert set(eyes) == {0} and set(mouth) == {0, 1}
+    assert mouth[1] < 5.0 < mouth[0]  # the crop is the reference's picture: it serves, the keyframe does not
+
+
+def test_a_slot_not_held_draws_from_the_keyframe(renderer: MeshRenderer) -> None:
+    base = renderer.render(zero(renderer))
+    assert np.array_equal(renderer.render(zero(renderer, (9, 9))), base)
+
+
+def test_sent_picture_keeps_only_its_regions(renderer: MeshRenderer) -> None:
+    aux = wire_landmarks.encode(synthetic_landmarks(), SIZE)
+    image = textured_image(3)
+    sent = renderer.reference_picture(image, aux, MOUTH)
+    lm = wire_landmarks.decode(aux, SIZE)
+    keep = reference.regions_mask(lm, MOUTH, SIZE) > 0
+    assert np.array_equal(sent[keep], image[keep])
+    far = reference.regions_mask(lm, MOUTH, SIZE, reference.SENT_MARGIN) == 0
+    assert (sent[far] == reference.FILL_GREY).all() and far.mean() > 0.8
+
+
+@pytest.mark.parametrize(
+    ("slot", "regions", "shape", "message"),
+    [
+        (0, MOUTH, (SIZE, SIZE, 3), "slot 0"),
+        (reference.MAX_SLOTS + 1, MOUTH, (SIZE, SIZE, 3), "slot 16"),
+        (1, 0, (SIZE, SIZE, 3), "regions 0"),
+        (1, 4, (SIZE, SIZE, 3), "regions 4"),
+        (1, MOUTH, (SIZE, SIZE, 4), "expected"),
+    ],
+)
+def test_bad_references_are_refused(
+    renderer: MeshRenderer, slot: int, regions: int, shape: tuple, message: str
+) -> None:
+    aux = wire_landmarks.encode(synthetic_landmarks(), SIZE)
+    with pytest.raises(ValueError, match=message):
+        renderer.add_reference(slot, np.zeros(shape, np.uint8), aux, regions)
+
+
+def test_a_new_keyframe_empties_the_bank() -> None:
+    r = MeshRenderer(SIZE, segment_background=False)
+    aux = wire_landmarks.encode(synthetic_landmarks(), SIZE)
+    r.set_keyframe(textured_image(1), aux)
+    r.add_reference(2, textured_image(2), aux, EYES | MOUTH)
+    r.set_keyframe(textured_image(1), aux)
+    assert r.references == {}
+
+
+# -- a real call in memory ---------------------------------------------------------------------
+@dataclass
+class Call:
+    encoder: FaceEncoder
+    decoder: FaceDecoder
+    ticks: list[driver.DriverFrame]
+
+
+def call(frames: list[np.ndarray], link: driver.LossyLink | None = None) -> Call:
+    clock = driver.TickClock()
+    enc = FaceEncoder("mesh", SIZE, FPS, references=BankPolicy(threshold_db=2.0))
+    dec = FaceDecoder(clock=clock)
+    ticks = list(driver.run(frames, enc, dec, FPS, link, clock=clock, render_at=lambda i: True))
+    return Call(enc, dec, ticks)
+
+
+def sent(c: Call, kind: type) -> list[tuple[int, wire.Message]]:
+    """(reliable index, 1-based, or 0 for unreliable; message) of everything the encoder sent."""
+    out, n = [], 0
+    for t in c.ticks:
+        for p in t.packets:
+            n += p.reliable
+            out.append((n if p.reliable else 0, wire.decode(p.data, c.encoder.coder)))
+    return [(i, m) for i, m in out if isinstance(m, kind)]
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return read_frames(CLIP, CLIP_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def real_call(frames: list[np.ndarray]) -> Call:
+    c = call(frames)
+    yield c
+    c.encoder.close()
+
+
+def test_references_are_sent_acknowledged_and_drawn(real_call: Call) -> None:
+    enc, dec = real_call.encoder, real_call.decoder
+    refs = sent(real_call, wire.Reference)
+    assert enc.stats.references == len(refs) >= 1
+    assert dec.stats.references == len(refs) and dec.stats.reference_misses == 0
+    assert all(len(m.data) < 2000 for _, m in refs)  # only the regions travel: well under a keyframe
+    params = [m for _, m in sent(real_call, wire.Params)]
+    named = [m for m in params if m.refs]
+    assert named, "no frame drew a region from a reference"
+    acks = [wire.decode(r) for t in real_call.ticks for r in t.replies]
+    acks = [
+        wire.parse_ack(m.arg)
+        for m in acks
+        if isinstance(m, wire.ControlMessage) and m.code == wire.Control.REFERENCE_ACK
+    ]
+    assert sorted(acks) == sorted((m.kf_id, m.slot) for _, m in refs)
+    assert enc.bank is not None and set(enc.bank.slots) == {m.slot for _, m in refs}
+
+
+def test_sender_draws_exactly_what_the_receiver_draws(real_call: Call) -> None:
+    """Closed loop: the sender's renderer holds the same bank, so a frame naming references is the
+    same picture on both sides."""
+    enc, dec = real_call.encoder, real_call.decoder
+    assert enc.monitor is not None and dec.renderer is not None
+    last = [m for _, m in sent(real_call, wire.Params) if m.refs][-1]
+    for i, values in enumerate(last.frames):
+        p = dequantize(values, enc.quant)
+        p.references = last.frame_refs(i)
+        q = dequantize(values, enc.quant)
+        q.references = last.frame_refs(i)
+        assert np.array_equal(enc.monitor.renderer.render(p), dec.renderer.render(q))
+
+
+def test_a_lost_reference_is_never_named(frames: list[np.ndarray], real_call: Call) -> None:
+    first = sent(real_call, wire.Reference)[0][0]
+    lossy = call(frames, driver.LossyLink(driver.Impairment(lose_reliable=frozenset({first}))))
+    try:
+        lost = sent(lossy, wire.Reference)[0][1]
+        assert isinstance(lost, wire.Reference)
+        assert lossy.decoder.stats.reference_misses == 0
+        assert lossy.decoder.stats.references == lossy.encoder.stats.references - 1
+        assert all(lost.slot not in m.refs[0] for _, m in sent(lossy, wire.Params) if m.refs and len(m.refs) == 1)
+    finally:
+        lossy.encoder.close()
+
+
+def test_hostile_reference_names_fall_back_to_the_keyframe(real_call: Call) -> None:
+    """A receiver that never got the references (or a sender naming slots that do not exist) shows
+    the keyframe's warp for those regions and counts the misses."""
+    clock = driver.TickClock()
+    dec = FaceDecoder(clock=clock)
+    plain = FaceDecoder(clock=clock)
+    for t in real_call.ticks[:3]:  # the header and the first keyframe, nothing else reliable
+        for p in t.packets:
+            if p.reliable and not isinstance(wire.decode(p.data), wire.Reference):
+                dec.receive(p.data)
+                plain.receive(p.data)
+    dec.render()
+    plain.render()
+    coder = real_call.encoder.coder
+    msg = next(m for _, m in sent(real_call, wire.Params) if m.frames and m.kf_id == dec.kf_id)
+    named = wire.Params(msg.capture_ms, msg.kf_id, msg.flags, msg.frames, msg.offsets_ms, ((3, 15),))
+    dec.receive(wire.encode(named, coder))
+    plain.receive(wire.encode(wire.Params(msg.capture_ms, msg.kf_id, msg.flags, msg.frames, msg.offsets_ms), coder))
+    a, b = dec.render(), plain.render()
+    assert a is not None and np.array_equal(a, b)
+    assert dec.stats.reference_misses == 2 and dec.stats.bad_packets == 0
+
+
+def test_references_for_another_keyframe_or_undecodable_are_not_acknowledged(real_call: Call) -> None:
+    clock = driver.TickClock()
+    dec = FaceDecoder(clock=clock)
+    for t in real_call.ticks[:3]:
+        for p in t.packets:
+            if p.reliable:
+                dec.receive(p.data)
+    kf = dec._pending_kf[0] if dec._pending_kf is not None else dec.kf_id
+    assert kf is not None
+    stale = wire.Reference((kf + 1) % wire.KF_MODULO, 1, MOUTH, b"")
+    assert dec.receive(wire.encode(stale)) == [] and dec.stats.stale == 1
+    junk = wire.Reference(kf, 1, MOUTH, wire.pack_keyframe(wire.Keyframe(b"\x00\x00\x01junk", b"")))
+    assert dec.receive(wire.encode(junk)) == []
+    assert dec.stats.bad_packets == 1 and dec.stats.last_error.startswith("reference: ")
+
+
+def test_references_off_sends_none(frames: list[np.ndarray]) -> None:
+    clock = driver.TickClock()
+    enc = FaceEncoder("mesh", SIZE, FPS, references=False)
+    dec = FaceDecoder(clock=clock)
+    try:
+        for _ in driver.run(frames[:30], enc, dec, FPS, clock=clock):
+            pass
+        assert enc.bank is None and enc.stats.references == 0
+    finally:
+        enc.close()
