@@ -72,12 +72,14 @@ QUICK_ANCHORS = [
     anc.AnchorConfig("x264-medium", scale=4, fps=10.0, values=(51,)),
     anc.AnchorConfig("x264-hqidr", values=(51,)),
 ]
-# fvcall knobs: quantization step factor, keyframe CRF, send every k-th frame; combos reach lowest rates.
+# fvcall knobs: quantization step factor, keyframe CRF, send every k-th frame, reference threshold
+# (dB, None: no references); combos reach lowest rates.
 FULL_FV = dict(
     quant=(1.0, 2.0, 4.0),
     kf_crf=(21, 26, 34),
     every=(1, 2, 3),
     combo=(fv.FvSetting(2.0, 26, 2), fv.FvSetting(4.0, 34, 3)),
+    refs=(None, 6.0, 3.0, 2.0),
 )
 QUICK_FV = dict(quant=(1.0, 4.0), kf_crf=(), every=(1, 2), combo=())
 

@@ -5,7 +5,8 @@
 For each held-out clip of models/mesh/fit.py (persons the learned model never saw), every
 expression model runs through the real codec in memory (FaceEncoder -> codec.loopback.run ->
 FaceDecoder, H.264 keyframe, int8 wire values, keyframe refreshes, the receiver renders every
-frame), on the same frames. Against the encoder's own input crops (frame 0, the keyframe, left out):
+frame), on the same frames. Against the encoder's own input crops, each scored against what the receiver
+shows for it (one frame period later at 2 frames per message; frame 0, the keyframe, left out):
 
 - dlib (benchmarks/harness/face_metrics.py, independent of MediaPipe): AKD68, identity distance,
   per-feature tracking (brow_raise, brow_gap, eye_open, mouth_open: correlation over time, MAE);
@@ -145,9 +146,15 @@ def run_model(frames: list[np.ndarray], fps: float, variant: str) -> ModelRun:
     outputs, refs = {}, {}
     kf_bytes: list[int] = []
     stream_bytes = stream_wire = n_params = start_bytes = start_wire = params_bytes = 0
-    for df in driver.run(frames, enc, dec, fps, clock=clock, render_at=lambda i: True):
-        if df.output is not None and enc.last_crop is not None:
-            outputs[df.index], refs[df.index] = df.output, enc.last_crop
+    # A message of k frames shows its first frame on arrival and the others one frame period apart:
+    # what the receiver shows for frame i is on screen k - 1 ticks later; score it against frame i.
+    lag = enc.batch - 1
+    crops: dict[int, np.ndarray] = {}
+    for df in driver.run(frames, enc, dec, fps, clock=clock, render_at=lambda i: True, drain=lag):
+        if df.index < len(frames) and enc.last_crop is not None:
+            crops[df.index] = enc.last_crop
+        if df.output is not None and df.index - lag in crops:
+            outputs[df.index - lag], refs[df.index - lag] = df.output, crops.pop(df.index - lag)
         kinds = [wire.decode(p.data) for p in df.packets]
         kf = [len(p.data) for p, k in zip(df.packets, kinds, strict=True) if isinstance(k, wire.KeyframeChunk)]
         if kf:

@@ -2,12 +2,14 @@
 region of a frame is drawn from.
 
 One keyframe cannot show what it does not contain: teeth and the inside of an open mouth, closed
-eyes. The sender runs the receiver's renderer (codec.refresh.ErrorMonitor), so it sees each region's
-error; when a region stays `threshold_db` worse than what the keyframe achieved there for `hold_s`,
-the current crop becomes a reference picture for that region (models.types.ReferenceRenderer), in a
-free slot of the bank or in the one left unused longest, and only once it has gone unused for
-`quiet_s` (so no packet still in flight names its old picture). The threshold is the rate knob:
-lower, more references, more bytes, more faithful regions.
+eyes. The sender holds the receiver's renderer (codec.refresh.ErrorMonitor's), so for every frame
+it measures each region (eyes, mouth) as the receiver will draw it against the camera crop
+(models.types.ReferenceRenderer.region_errors). The first `reference_s` after a keyframe set what
+the keyframe achieves in each region; when a region then stays `threshold_db` worse for `hold_s`
+(a blink is a few frames), the current crop becomes a reference picture for that region, in a free
+slot of the bank or in the one left unused longest, and only once it has gone unused for `quiet_s`
+(so no packet still in flight names its old picture). The threshold is the rate knob: lower, more
+references, more bytes, more faithful regions.
 
 Both sides hold the same bounded bank per keyframe (a new keyframe empties it). References travel on
 the reliable channel and the receiver acknowledges each; PARAMS name only acknowledged ones, so the
@@ -22,11 +24,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 THRESHOLD_DB = 3.0  # a region this much worse than after the keyframe ...
-HOLD_S = 0.2  # ... for this long (two checks in a row at 25 fps) calls for a reference
-SLOTS = 4  # references per keyframe (each ~0.4-1 KB on the wire, ~1 MB of memory at 256x256)
+HOLD_S = 0.1  # ... for this long (3 frames at 25 fps: a blink) calls for a reference
+REFERENCE_S = 1.0  # what the keyframe achieves in a region: its frames in this long after it ...
+LEVEL_PERCENTILE = 75  # ... at this percentile (a caller who talks in that second must not lower the bar)
+SLOTS = 8  # references per keyframe (each ~0.3-1 KB on the wire, ~1 MB of memory at 256x256)
 MIN_INTERVAL_S = 1.0  # at most one reference per this long
 QUIET_S = 1.0  # a slot is reused only after going unused this long
+PEAK = 255.0
+MAX_DB = 100.0  # a region drawn exactly (PSNR of identical pictures)
 SWITCH = 0.8  # a region changes source only for one with this share of the current one's error (~1 dB)
 
 
@@ -38,6 +46,8 @@ class BankPolicy:
     """dB a region's rendering must stay below its level after the keyframe to call for a reference."""
     hold_s: float = HOLD_S
     """Seconds the drop must last."""
+    reference_s: float = REFERENCE_S
+    """Seconds after a keyframe whose frames set each region's level."""
     slots: int = SLOTS
     """References per keyframe (1..15)."""
     min_interval_s: float = MIN_INTERVAL_S
@@ -82,14 +92,27 @@ class ReferenceBank:
     """References sent over the call."""
     sent_bytes: int = 0
     """Their bytes (messages as sent)."""
+    region_db: list[float] = field(default_factory=list)
+    """Per region, the PSNR (luma) of the last frame as the receiver draws it, dB."""
+    region_level: list[float | None] = field(default_factory=list)
+    """Per region, what the keyframe achieves there (None until measured), dB."""
+    bad_regions: int = 0
+    """Bit mask of the regions whose error has stayed high long enough to call for a reference."""
     _choice: list[int] = field(default_factory=list)
     _last_sent_s: float = -math.inf
+    _keyframe_s: float = 0.0
+    _first: list[list[float]] = field(default_factory=list)
+    _bad_since: list[float | None] = field(default_factory=list)
 
     def reset(self, now: float) -> None:
-        """A new keyframe: its bank starts empty."""
+        """A new keyframe: its bank starts empty and its regions' levels are measured anew."""
+        n = self.n_regions
         self.slots = {}
-        self._choice = [0] * self.n_regions
+        self._choice = [0] * n
         self._last_sent_s = now  # the keyframe itself was just sent: give it time to serve
+        self._keyframe_s = now
+        self.region_db, self.region_level, self._first = [math.nan] * n, [None] * n, [[] for _ in range(n)]
+        self._bad_since, self.bad_regions = [None] * n, 0
 
     @property
     def usable(self) -> bool:
@@ -113,7 +136,27 @@ class ReferenceBank:
             if pick:
                 self.slots[pick].last_used_s = now
             out.append(pick)
+            self._observe(r, usable[pick], now)
         return tuple(out)
+
+    def _observe(self, r: int, mse: float, now: float) -> None:
+        """Track region r's error as drawn; sets its bit of bad_regions when it has stayed high."""
+        db = MAX_DB if mse <= 0 else min(MAX_DB, 10 * math.log10(PEAK * PEAK / mse))
+        self.region_db[r] = db
+        level = self.region_level[r]
+        if now - self._keyframe_s <= self.policy.reference_s or level is None:
+            self._first[r].append(db)
+            self.region_level[r] = float(np.percentile(self._first[r], LEVEL_PERCENTILE))
+            return
+        if db > level - self.policy.threshold_db:
+            self._bad_since[r] = None
+            self.bad_regions &= ~(1 << r)
+            return
+        since = self._bad_since[r]
+        if since is None:
+            self._bad_since[r] = since = now
+        if now - since >= self.policy.hold_s:
+            self.bad_regions |= 1 << r
 
     def allocate(self, now: float) -> int | None:
         """A slot for a new reference now, or None (too soon after the last one, or every slot in use)."""
@@ -135,6 +178,10 @@ class ReferenceBank:
         self._last_sent_s = now
         self.sent += 1
         self.sent_bytes += size
+        for r in range(self.n_regions):  # their error must build up again before another
+            if regions >> r & 1:
+                self._bad_since[r] = None
+        self.bad_regions &= ~regions
 
     def ack(self, slot: int) -> None:
         """The receiver holds the reference in `slot` (of the current keyframe)."""

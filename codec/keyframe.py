@@ -10,6 +10,7 @@ import numpy as np
 # 38.08 dB (-25% bytes, +0.3 dB), 10 ms an encode. tune psnr turns psy-rd and AQ off: skin texture
 # is a little smoother at equal PSNR, which the warp blurs anyway.
 DEFAULT_CRF = 21
+MAX_CRF = 51  # x264's coarsest
 NAL_SEI = 6
 X264_PRESET = "slow"  # a keyframe is encoded rarely; slower presets gained nothing more on stills
 X264_TUNE = "psnr"

@@ -11,10 +11,6 @@ by MIN_INTERVAL_S: a refresh costs one keyframe (~2.5 KB at 256x256).
 
 The fixed limits of the encoder (turned too far, drifted, out of the wire range) still apply:
 those frames cannot be drawn at all; this catches the frames that can be drawn, but badly.
-
-Where the profile draws regions from reference pictures (codec.bank), each check also measures every
-region (eyes, mouth) on its own against what the keyframe achieved there, and `bad_regions` says
-which have stayed `threshold_db` worse for `hold_s`: those call for a reference, not a keyframe.
 """
 
 from __future__ import annotations
@@ -27,9 +23,8 @@ import cv2
 import numpy as np
 
 from codec.api import Renderer
-from codec.bank import BankPolicy
-from codec.metrics import luma, psnr, psnr_y
-from models.types import FrameParams, ReferenceRenderer
+from codec.metrics import psnr_y
+from models.types import FrameParams
 
 CHECK_EVERY = 5  # frames between two checks: one extra render per 200 ms at 25 fps
 REFERENCE_S = 1.0  # checks in this long after a keyframe set its reference level
@@ -37,7 +32,6 @@ DROP_DB = 3.0  # a refresh is due when the error stays this much above the refer
 HOLD_S = 1.0  # ... for this long
 MIN_INTERVAL_S = 2.0  # at most one error-driven keyframe per this long
 CHECK_SCALE = 2  # compare at 1/CHECK_SCALE resolution
-REGION_LEVEL_PERCENTILE = 75  # of a region's checks in the first REFERENCE_S: what the keyframe achieves there
 
 
 @dataclass(frozen=True)
@@ -64,22 +58,9 @@ def _small(rgb: np.ndarray) -> np.ndarray:
 class ErrorMonitor:
     """Runs the receiver's renderer at the sender and says when the error calls for a keyframe."""
 
-    def __init__(self, renderer: Renderer, policy: RefreshPolicy | None = None, bank: BankPolicy | None = None) -> None:
-        """`bank`: measure the regions too, for the reference bank (the renderer must then be a
-        models.types.ReferenceRenderer)."""
+    def __init__(self, renderer: Renderer, policy: RefreshPolicy | None = None) -> None:
         self.renderer = renderer
         self.policy = policy or RefreshPolicy()
-        self.bank = bank
-        n = len(renderer.region_names) if bank is not None else 0  # type: ignore[attr-defined]
-        self.n_regions = n
-        self.region_db: list[float] = [float("nan")] * n
-        """The latest check's PSNR of every region (dB, luma, full resolution)."""
-        self.region_level: list[float | None] = [None] * n
-        """What the keyframe achieves in every region (median of its first checks)."""
-        self.bad_regions = 0
-        """Bit mask of the regions whose error has stayed high long enough to call for a reference."""
-        self._region_first: list[list[float]] = [[] for _ in range(n)]
-        self._region_bad_since: list[float | None] = [None] * n
         self.last_psnr_db: float | None = None
         """The latest check's PSNR (dB, luma, half resolution)."""
         self.reference_db: float | None = None
@@ -93,6 +74,11 @@ class ErrorMonitor:
         self._ready = False
         self._recent: deque[float] = deque(maxlen=3)
 
+    @property
+    def ready(self) -> bool:
+        """The renderer took the current keyframe (False: it refused it; nothing is measured)."""
+        return self._ready
+
     def keyframe(self, image: np.ndarray, aux: bytes, now: float) -> None:
         """The keyframe the receiver will get (decoded picture and profile data), sent at `now` s."""
         try:
@@ -103,49 +89,6 @@ class ErrorMonitor:
         self._kf_time, self._first, self._bad_since, self.reference_db = now, [], None, None
         self._frames = 0
         self._recent.clear()
-        self.region_level = [None] * self.n_regions
-        self._region_first = [[] for _ in range(self.n_regions)]
-        self._region_bad_since = [None] * self.n_regions
-        self.bad_regions = 0
-
-    @property
-    def ready(self) -> bool:
-        """The renderer took the current keyframe (False: it refused it; nothing is measured)."""
-        return self._ready
-
-    def reference_sent(self, regions: int) -> None:
-        """A reference for these regions is on its way: their error must build up again."""
-        for r in range(self.n_regions):
-            if regions >> r & 1:
-                self._region_bad_since[r] = None
-        self.bad_regions &= ~regions
-
-    def _check_regions(self, shown: np.ndarray, crop: np.ndarray, params: FrameParams, now: float) -> None:
-        assert self.bank is not None
-        renderer: ReferenceRenderer = self.renderer  # type: ignore[assignment]
-        masks = renderer.region_masks(params)
-        y_shown, y_crop = luma(shown), luma(crop)
-        first = now - self._kf_time <= self.policy.reference_s
-        for r, mask in enumerate(masks):
-            if not mask.any():
-                continue
-            db = psnr(y_shown[mask], y_crop[mask])
-            self.region_db[r] = db
-            level = self.region_level[r]
-            if first or level is None:
-                self._region_first[r].append(db)
-                # the upper quartile: a caller who talks in the first second must not lower the bar
-                self.region_level[r] = float(np.percentile(self._region_first[r], REGION_LEVEL_PERCENTILE))
-                continue
-            if db > level - self.bank.threshold_db:
-                self._region_bad_since[r] = None
-                self.bad_regions &= ~(1 << r)
-                continue
-            since = self._region_bad_since[r]
-            if since is None:
-                self._region_bad_since[r] = since = now
-            if now - since >= self.bank.hold_s:
-                self.bad_regions |= 1 << r
 
     def check(self, crop: np.ndarray, params: FrameParams, now: float) -> str | None:
         """Called for every sent frame with the parameters as the receiver decodes them; returns why
@@ -156,8 +99,6 @@ class ErrorMonitor:
         t0 = time.perf_counter()
         shown = self.renderer.render(params)
         db = psnr_y(_small(shown), _small(crop))
-        if self.n_regions:
-            self._check_regions(shown, crop, params, now)
         self.check_ms.append((time.perf_counter() - t0) * 1000)
         self.last_psnr_db = db
         age = now - self._kf_time

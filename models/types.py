@@ -155,6 +155,3 @@ class ReferenceRenderer(Renderer, Protocol):
         """Per region, slot -> the error (mean squared luma) against `crop` of the frame for these
         parameters with that region drawn from that slot (0: the keyframe; every held reference
         that covers the region): the sender draws each region from the one that serves best."""
-
-    def region_masks(self, params: FrameParams) -> list[np.ndarray]:
-        """Per region, a boolean (size, size) mask of where it is in the frame for these parameters."""

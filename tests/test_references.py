@@ -76,6 +76,34 @@ def test_a_full_bank_replaces_the_reference_unused_longest_once_quiet() -> None:
     assert not b.slots and not b.usable
 
 
+def mse_of(db: float) -> float:
+    return 255.0**2 / 10 ** (db / 10)
+
+
+def test_a_region_that_stays_worse_calls_for_a_reference() -> None:
+    b = bank(threshold_db=3.0, hold_s=0.1, reference_s=1.0)
+    for i in range(25):  # the first second sets the level: 30 dB in the mouth
+        b.choose([{0: mse_of(32.0)}, {0: mse_of(30.0)}], i / 25)
+    assert b.region_level[1] == pytest.approx(30.0) and b.bad_regions == 0
+    b.choose([{0: mse_of(32.0)}, {0: mse_of(26.0)}], 1.04)  # one bad frame: a blip
+    b.choose([{0: mse_of(32.0)}, {0: mse_of(29.0)}], 1.08)  # within the threshold: the timer restarts
+    assert b.bad_regions == 0
+    for t in (1.12, 1.16, 1.20):
+        b.choose([{0: mse_of(32.0)}, {0: mse_of(26.0)}], t)
+    assert b.bad_regions == 0  # 0.08 s so far
+    b.choose([{0: mse_of(32.0)}, {0: mse_of(26.0)}], 1.24)
+    assert b.bad_regions == 0b10  # the mouth, for 0.12 s: a reference is due
+    b.add(1, 0b10, 1.24, 600)
+    assert b.bad_regions == 0  # and its error must build up again
+
+
+def test_level_is_the_upper_quartile_of_the_first_second() -> None:
+    b = bank()
+    for i, db in enumerate([30, 30, 30, 20, 30, 30, 20, 30]):  # talking during the first second
+        b.choose([{0: mse_of(30.0)}, {0: mse_of(db)}], i / 25)
+    assert b.region_level[1] == pytest.approx(30.0)
+
+
 def test_policy_knobs_are_checked() -> None:
     with pytest.raises(ValueError, match="slots"):
         BankPolicy(slots=16)

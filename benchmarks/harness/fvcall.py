@@ -1,7 +1,8 @@
 """fvcall profiles driven through the codec's public Encoder/Decoder, one rate knob at a time.
 
-Knobs: quantization step (QuantSpec().scaled(f)), keyframe quality (keyframe_crf), and parameter
-rate (only every k-th frame is encoded and sent; the receiver holds its frame in between).
+Knobs: quantization step (QuantSpec().scaled(f)), keyframe quality (keyframe_crf), parameter rate
+(only every k-th frame is encoded and sent; the receiver holds its frame in between), and the
+reference bank's threshold (codec.bank: lower sends more region pictures; None: no references).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from codec import driver, keyframe, profiles, wire
+from codec import bank, driver, keyframe, profiles, wire
 from codec.api import Estimator, NoFaceError
 from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
@@ -34,9 +35,19 @@ class FvSetting:
     """x264 CRF of the keyframe picture."""
     every: int = 1
     """Send the parameters of every k-th frame only (hold in between)."""
+    references: float | None = bank.THRESHOLD_DB
+    """Reference bank threshold in dB (codec.bank.BankPolicy.threshold_db); None: no references.
+    Profiles without references ignore it."""
 
     def label(self) -> str:
-        return f"q{self.quant:g}-kf{self.keyframe_crf}-e{self.every}"
+        base = f"q{self.quant:g}-kf{self.keyframe_crf}-e{self.every}"
+        if self.references == bank.THRESHOLD_DB:
+            return base  # the default: labels of results from before the knob stay valid
+        return base + ("-roff" if self.references is None else f"-r{self.references:g}")
+
+    def bank_policy(self) -> bank.BankPolicy | bool:
+        """What FaceEncoder(references=...) takes for this setting."""
+        return False if self.references is None else bank.BankPolicy(threshold_db=self.references)
 
 
 DEFAULT_SETTING = FvSetting()
@@ -61,13 +72,17 @@ def sweep(
     kf_crf: tuple[int, ...],
     every: tuple[int, ...],
     combo: tuple[FvSetting, ...],
+    refs: tuple[float | None, ...] = (),
 ) -> list[FvConfig]:
-    """One curve per knob (each includes the default point), plus combined low-rate settings."""
+    """One curve per knob (each includes the default point), plus combined low-rate settings. The
+    reference threshold is swept only for profiles that draw regions from references."""
     out = [
         FvConfig(profile, "quant", tuple(FvSetting(quant=f) for f in quant)),
         FvConfig(profile, "kfcrf", tuple(FvSetting(keyframe_crf=c) for c in kf_crf)),
         FvConfig(profile, "every", tuple(FvSetting(every=k) for k in every)),
     ]
+    if profiles.get(profile).references:
+        out.append(FvConfig(profile, "refs", tuple(FvSetting(references=r) for r in refs)))
     if combo:
         out.append(FvConfig(profile, "combo", combo))
     return [c for c in out if c.settings]
@@ -107,6 +122,8 @@ class CachingEstimator:
         self._kf_images: dict[bytes, np.ndarray] = {}
         self._aux: dict[bytes, bytes | NoFaceError] = {}
         self._params: dict[tuple[bytes, bytes], FrameParams | None] = {}
+        self._last: tuple[bytes, np.ndarray] | None = None  # key of the last estimate, and its crop
+        self._inner_last: tuple[bytes, bytes] | None = None  # what the inner estimator last saw
 
     def set_keyframe(self, image: np.ndarray) -> bytes:
         key = digest(image)
@@ -127,12 +144,29 @@ class CachingEstimator:
         if self._kf is None:
             raise RuntimeError("estimate before set_keyframe")
         key = (self._kf, digest(crop_))
+        self._last = (key[1], crop_)
         if key not in self._params:
-            if self._inner_kf != self._kf:
-                self.inner.set_keyframe(self._kf_images[self._kf])
-                self._inner_kf = self._kf
-            self._params[key] = self.inner.estimate(crop_)
+            self._params[key] = self._inner_estimate(crop_)
+            self._inner_last = key
         return self._params[key]
+
+    def _inner_estimate(self, crop_: np.ndarray) -> FrameParams | None:
+        assert self._kf is not None
+        if self._inner_kf != self._kf:
+            self.inner.set_keyframe(self._kf_images[self._kf])
+            self._inner_kf = self._kf
+        return self.inner.estimate(crop_)
+
+    def reference_aux(self) -> bytes:
+        """The last crop's reference data (models.types.ReferenceEstimator): from the inner estimator,
+        which estimates that crop again where a cached answer skipped it."""
+        if self._last is None or self._kf is None:
+            raise NoFaceError("no crop estimated yet")
+        key = (self._kf, self._last[0])
+        if self._inner_last != key:
+            self._inner_estimate(self._last[1])
+            self._inner_last = key
+        return self.inner.reference_aux()  # type: ignore[attr-defined]  # references profiles only
 
     def close(self) -> None:
         """FaceEncoder.close() calls this; the shared inner estimator is closed by its owner."""
@@ -180,6 +214,7 @@ def run_setting(
         quant=QuantSpec().scaled(setting.quant),
         weights=weights,
         estimator=estimator,
+        references=setting.bank_policy(),
     )
     dec = FaceDecoder(weights, clock=clock)
     outputs: dict[int, np.ndarray] = {}

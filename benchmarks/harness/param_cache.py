@@ -74,7 +74,8 @@ def persons(manifest: Path) -> dict[str, str]:
 def extract(path: Path, frames: int) -> dict[str, np.ndarray]:
     """Run the real sender over one clip; returns the arrays cached for it."""
     rec = RecordingEstimator(profiles.get(DEFAULT_PROFILE).estimator(256, None, QuantSpec()))
-    enc = FaceEncoder(estimator=rec, batch=1)  # one message per frame: "sent" belongs to this frame
+    # one message per frame: "sent" belongs to this frame; references change no parameter
+    enc = FaceEncoder(estimator=rec, batch=1, references=False)
     vec, sent, kf, lms, v1_bytes, kf_crops, h264_bytes = [], [], [], [], [], [], []
     with av.open(str(path)) as c:
         stream = c.streams.video[0]

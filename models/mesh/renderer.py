@@ -283,11 +283,6 @@ class MeshRenderer:
             out.append(dict(zip(slots, errs, strict=True)))
         return out
 
-    def region_masks(self, params: FrameParams) -> list[np.ndarray]:
-        assert self.rig is not None
-        target = self.rig.move(params)
-        return [reference.region_mask(target, r, self.size) > 0 for r in range(self.n_regions)]
-
     # -- warp -----------------------------------------------------------------------------
     def vertices(self, params: FrameParams, moved: np.ndarray | None = None) -> np.ndarray:
         """Destination positions (V, 3) of all mesh vertices for the parameters (moved: the rig's
