@@ -21,6 +21,7 @@ from codec import entropy, keyframe, profiles, wire
 from codec.api import Decoder, Packet, Renderer
 from codec.params import POSE_SIZE, QuantSpec, dequantize
 from codec.stats import DecoderStats, append_capped
+from models.types import ModelMismatchError
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5  # ask again this often while no usable keyframe arrives
 NO_FACE_DIM = 0.6  # brightness of the held frame while the sender sees no face
@@ -78,6 +79,7 @@ class FaceDecoder(Decoder):
         self._assembler = wire.KeyframeAssembler()
         self._pending_kf: tuple[int, np.ndarray, bytes] | None = None
         self._pending_refs: list[tuple[int, wire.Reference, np.ndarray, bytes]] = []  # (kf_id, msg, picture, aux)
+        self._outbox: list[Packet] = []  # replies render() produced, sent by the next poll()
         self._held_refs: set[int] = set()  # slots of the renderer's bank (render side)
         self._coder: entropy.Coder | None = None
         self._latest: Shown | None = None
@@ -264,6 +266,8 @@ class FaceDecoder(Decoder):
         self.stats.expected = round((self._last_ms - self._first_ms) * self.header.fps / 1000.0) + 1
 
     def _request_keyframe(self, force: bool = False) -> list[Packet]:
+        if self.error is not None:
+            return []  # the call is over: another keyframe cannot help
         now = self._clock()
         if not force and now - self._last_request < KEYFRAME_REQUEST_INTERVAL_S:
             return []
@@ -273,6 +277,10 @@ class FaceDecoder(Decoder):
         return [Packet(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, have)), True)]
 
     def poll(self) -> list[Packet]:
+        with self._lock:
+            out, self._outbox = self._outbox, []
+        if out:
+            return out
         if self.header is not None and self.kf_id is None and self._pending_kf is None:
             return self._request_keyframe()
         return []
@@ -345,6 +353,13 @@ class FaceDecoder(Decoder):
             kf_id, image, aux = pending_kf
             try:
                 renderer.set_keyframe(image, aux)
+            except ModelMismatchError as exc:  # every keyframe of this caller is refused alike: end the call
+                self.stats.bad_packets += 1
+                self.stats.last_error = f"keyframe: {exc}"
+                bye = self.fail(str(exc))
+                with self._lock:
+                    self._outbox += bye
+                return self._frame
             except ValueError as exc:
                 self.stats.bad_packets += 1
                 self.stats.last_error = f"keyframe: {exc}"

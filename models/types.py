@@ -29,6 +29,11 @@ class NoFaceError(RuntimeError):
     """The image has no usable face."""
 
 
+class ModelMismatchError(ValueError):
+    """Profile data coded with a model this side does not have (another digest, or none): asking
+    for it again brings the same data, so the call cannot go on."""
+
+
 class ProfileError(RuntimeError):
     """A profile that cannot run here (unknown, not in this build, weights missing or for another size)."""
 
@@ -121,7 +126,7 @@ class Renderer(Protocol):
     def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
         """Cache what the keyframe gives (decoded crop, and the sender's profile data).
 
-        Raises ValueError when aux is malformed."""
+        Raises ValueError when aux is malformed, ModelMismatchError when another model coded it."""
 
     def render(self, params: FrameParams) -> np.ndarray:
         """RGB uint8 (size, size, 3) for the given parameters."""

@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from codec import bank, keyframe, profiles
 from codec.encoder import DEFAULT_SIZE
@@ -39,6 +39,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 QUANT_SCALE_RANGE = (0.05, 20.0)  # beyond: every frame a keyframe (too fine), or no motion left (too coarse)
 MAX_CONNECT_TIMEOUT_S = 3600.0
 MAX_REFERENCE_THRESHOLD_DB = 40.0  # beyond this no region ever calls for a reference: use off
+N = TypeVar("N", int, float)
 
 
 class Stop:
@@ -94,27 +95,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+def _number_in(kind: type[N], low: N, high: N | None = None, low_open: bool = False) -> Callable[[str], N]:
+    """argparse type: a `kind` (int or float) from low (excluded with low_open) up to high (None: no limit)."""
+    noun = "an integer" if kind is int else "a number"
+    if kind is int:
+        bounds = f"{low}..{high if high is not None else ''}"
+    else:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> N:
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{value} is out of range ({low}..{high if high is not None else ''})")
-        return value
-
-    return parse
-
-
-def _float_in(low: float, high: float, low_open: bool = False) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-            raise argparse.ArgumentTypeError(f"{text} is out of range ({'(' if low_open else '['}{low:g}, {high:g}])")
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if (
+            (kind is float and not math.isfinite(value))  # math.isfinite overflows on a huge int
+            or value < low
+            or (low_open and value == low)
+            or (high is not None and value > high)
+        ):
+            shown = value if kind is int else text  # an int as read (5 for +5), a float as typed
+            raise argparse.ArgumentTypeError(f"{shown} is out of range ({bounds})")
         return value
 
     return parse
@@ -124,7 +125,7 @@ def _reference_threshold(text: str) -> float | None:
     """--reference-threshold: dB, or 'off'."""
     if text.strip().lower() == "off":
         return None
-    return _float_in(0, MAX_REFERENCE_THRESHOLD_DB, low_open=True)(text)
+    return _number_in(float, 0, MAX_REFERENCE_THRESHOLD_DB, low_open=True)(text)
 
 
 def _endpoint(default_host: str, any_port: bool = False) -> Callable[[str], signaling.Endpoint]:
@@ -197,11 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
     send.add_argument("--size", type=int, choices=SIZES, default=DEFAULT_SIZE, help="codec resolution")
     send.add_argument(
-        "--keyframe-crf", type=_int_at_least(0, 51), default=keyframe.DEFAULT_CRF, help="x264 CRF of keyframes (0..51)"
+        "--keyframe-crf",
+        type=_number_in(int, 0, 51),
+        default=keyframe.DEFAULT_CRF,
+        help="x264 CRF of keyframes (0..51)",
     )
     send.add_argument(
         "--quant-scale",
-        type=_float_in(*QUANT_SCALE_RANGE),
+        type=_number_in(float, *QUANT_SCALE_RANGE),
         default=1.0,
         help=f"scale all quantization steps ({QUANT_SCALE_RANGE[0]:g}..{QUANT_SCALE_RANGE[1]:g})",
     )
@@ -222,10 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"after the keyframe (lower: more references, more bits; default {bank.THRESHOLD_DB:g}; off: none)",
     )
     send.add_argument("--loop", action="store_true", help="loop a video file")
-    send.add_argument("--max-frames", type=_int_at_least(0), help="stop after N frames (0: connect and hang up)")
+    send.add_argument("--max-frames", type=_number_in(int, 0), help="stop after N frames (0: connect and hang up)")
     send.add_argument(
         "--connect-timeout",
-        type=_float_in(0, MAX_CONNECT_TIMEOUT_S, low_open=True),
+        type=_number_in(float, 0, MAX_CONNECT_TIMEOUT_S, low_open=True),
         default=30.0,
         help="seconds to keep calling a receiver that is not up yet, or busy",
     )
@@ -254,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     for axis in ("yaw", "pitch", "roll"):
         recv.add_argument(
             f"--{axis}",
-            type=_float_in(-MAX_DEG, MAX_DEG),
+            type=_number_in(float, -MAX_DEG, MAX_DEG),
             default=0.0,
             metavar="DEG",
             help=f"free view: add DEG to the caller's head {axis} (keys change it live)",
@@ -266,10 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-window", action="store_true", help="do not play the result in a window")
     demo.add_argument("--profile", choices=PROFILES, default=DEFAULT_PROFILE)
     demo.add_argument(
-        "--seconds", type=_float_in(0, 600, low_open=True), default=8.0, help="length of the embedded sample"
+        "--seconds", type=_number_in(float, 0, 600, low_open=True), default=8.0, help="length of the embedded sample"
     )
     demo.add_argument("--camera", help="drive the demo call from this camera index or video file instead")
-    demo.add_argument("--max-frames", type=_int_at_least(1), help="with --camera: stop after N frames")
+    demo.add_argument("--max-frames", type=_number_in(int, 1), help="with --camera: stop after N frames")
     demo.add_argument("--stats", type=_out_file, metavar="FILE.json", help="write the demo figures")
     demo.add_argument("--weights", type=_in_file, help="fv2v weights (safetensors)")
     demo.add_argument("--quiet", action="store_true", help="no status line")

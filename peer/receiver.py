@@ -310,6 +310,9 @@ class Call:
                 self.render_errors += 1
                 if self.render_errors <= MAX_REPORTED_ERRORS:
                     self.status.message(f"render failed: {type(exc).__name__}: {exc}")
+            if self.decoder.error:  # the renderer refused what no retry fixes: send the decoder's bye, end
+                self._after(self.decoder.poll())
+                return
             if self.decoder.pending():
                 self._wake.set()
             else:

@@ -2,82 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import av
 import pytest
+from callrig import free_port, fvcall, two_process_call
 from conftest import clip_path
 
 CALL_TIMEOUT_S = 180
 FRAMES = 100
 
 
-def fvcall(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("fvcall")
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-m", "peer.cli", *args]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_call(tmp_path: Path, clip: Path, *extra_send: str) -> tuple[dict, dict, subprocess.CompletedProcess]:
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    recv = subprocess.Popen(
-        fvcall(
-            "recv",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--once",
-            "--no-window",
-            "--out",
-            str(tmp_path / "out.mp4"),
-            "--stats",
-            str(tmp_path / "recv.json"),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-    try:
-        send = subprocess.run(
-            fvcall(
-                "send",
-                "--camera",
-                str(clip),
-                "--peer",
-                f"127.0.0.1:{port}",
-                "--max-frames",
-                str(FRAMES),
-                "--stats",
-                str(tmp_path / "send.json"),
-                *extra_send,
-            ),
-            capture_output=True,
-            text=True,
-            timeout=CALL_TIMEOUT_S,
-            env=env,
-        )
-        recv_out, _ = recv.communicate(timeout=30)
-    finally:
-        recv.kill()
-    assert send.returncode == 0, send.stdout + send.stderr
-    assert recv.returncode == 0, recv_out
-    return (json.loads((tmp_path / "send.json").read_text()), json.loads((tmp_path / "recv.json").read_text()), send)
-
-
 @pytest.mark.slow
 def test_two_process_call_on_a_real_clip(tmp_path: Path) -> None:
-    sent, got, send = run_call(tmp_path, clip_path("DPE/s.mp4"))
+    port = free_port()
+    call = two_process_call(
+        tmp_path,
+        clip_path("DPE/s.mp4"),
+        listen=f"127.0.0.1:{port}",
+        peer=f"127.0.0.1:{port}",
+        frames=FRAMES,
+        timeout_s=CALL_TIMEOUT_S,
+        recv_args=["--out", str(tmp_path / "out.mp4")],
+    )
+    assert call.recv.returncode == 0, call.recv.stdout
+    sent, got, send = call.sent, call.got, call.send
     assert sent["frames"] == FRAMES and sent["keyframes"] >= 1
     assert sent["frames_sent"] >= 0.95 * FRAMES
     assert got["frames"] >= 0.95 * sent["frames_sent"], got  # delivered parameter packets

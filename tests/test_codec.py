@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import read_frames
@@ -11,6 +13,7 @@ from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
 from codec.metrics import psnr
 from codec.params import FrameParams, QuantSpec, dequantize
+from models.mesh import landmarks, shape
 
 SIZE = 64
 
@@ -32,11 +35,21 @@ class RecordingRenderer:
         return np.full((SIZE, SIZE, 3), len(self.rendered) % 256, np.uint8)
 
 
-def _session(n_expr: int = 2) -> tuple[FaceDecoder, RecordingRenderer, list[bytes]]:
-    renderer = RecordingRenderer()
+class RigRenderer(RecordingRenderer):
+    """Reads the keyframe rig the way the mesh renderer does."""
+
+    def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
+        landmarks.decode(aux, SIZE)
+        self.keyframes.append(aux)
+
+
+def _session(
+    n_expr: int = 2, aux: bytes = b"aux", renderer: RecordingRenderer | None = None
+) -> tuple[FaceDecoder, RecordingRenderer, list[bytes]]:
+    renderer = renderer or RecordingRenderer()
     dec = FaceDecoder(renderer_factory=lambda h: renderer)
     img = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
-    kf = wire.pack_keyframe(wire.Keyframe(keyframe.encode(img), b"aux"))
+    kf = wire.pack_keyframe(wire.Keyframe(keyframe.encode(img), aux))
     msgs = [wire.encode(wire.Header("mesh", SIZE, 25.0, n_expr, QuantSpec().to_list(), time_ms=TIME0))]
     msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
     return dec, renderer, msgs
@@ -160,6 +173,52 @@ def test_corrupt_keyframe_is_rejected_and_requested_again() -> None:
     replies = [r for c in wire.split_keyframe(0, bad) for r in dec.receive(wire.encode(c))]
     assert [wire.decode(r.data).code for r in replies] == [wire.Control.KEYFRAME_REQUEST]
     assert dec.stats.bad_packets == 1 and "keyframe does not decode" in dec.stats.last_error
+
+
+def _rig(model: shape.ShapeModel) -> bytes:
+    """Keyframe rig data of the mean face, coded with `model`."""
+    mine = shape.shipped()
+    assert mine is not None
+    return shape.encode(mine.mean * SIZE, SIZE, model)
+
+
+def _rig_session(aux: bytes) -> tuple[FaceDecoder, list[float]]:
+    """A session whose keyframe carries rig data `aux`, on a fake clock; header and keyframe received."""
+    dec, _, msgs = _session(aux=aux, renderer=RigRenderer())
+    now = [100.0]
+    dec._clock = lambda: now[0]
+    replies = [r for m in msgs for r in dec.receive(m)]
+    assert [wire.decode(r.data).code for r in replies] == [wire.Control.KEYFRAME_ACK]
+    return dec, now
+
+
+def _codes(packets: list) -> list[wire.Control]:
+    return [wire.decode(p.data).code for p in packets]
+
+
+def test_other_face_shape_model_ends_the_call_in_one_line() -> None:
+    mine = shape.shipped()
+    assert mine is not None
+    dec, now = _rig_session(_rig(dataclasses.replace(mine, coef_std=mine.coef_std * 1.01)))
+    assert dec.render() is None and dec.kf_id is None
+    assert dec.error is not None and "\n" not in dec.error
+    assert dec.error.startswith("keyframe rig: coded with face-shape model ")
+    assert dec.error.endswith(f"this receiver has {mine.model_id.hex()}")
+    assert _codes(dec.poll()) == [wire.Control.BYE]
+    for seq in range(1, 6):  # parameters and polls go on arriving: never another keyframe request
+        now[0] += 1.0
+        assert dec.receive(_params(seq)) == [] and dec.poll() == []
+    assert dec.stats.keyframe_requests == 0
+
+
+def test_corrupt_rig_is_counted_and_requested_again() -> None:
+    mine = shape.shipped()
+    assert mine is not None
+    dec, now = _rig_session(_rig(mine)[:-3])  # this receiver's model, the coded body cut short
+    assert dec.render() is None and dec.kf_id is None and dec.error is None
+    assert dec.stats.bad_packets == 1 and dec.stats.last_error == "keyframe: keyframe rig: truncated"
+    now[0] += 1.0
+    assert _codes(dec.poll()) == [wire.Control.KEYFRAME_REQUEST]
 
 
 def test_real_clip_in_memory_small_packets() -> None:

@@ -17,11 +17,15 @@ import numpy as np
 import pytest
 from conftest import clip_path, read_frames
 
+from codec import keyframe, wire
+from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
+from codec.params import QuantSpec
+from models.types import ModelMismatchError
 from peer import sender as sender_mod
 from peer import signaling
 from peer.admission import Admission
-from peer.receiver import RecvOptions, recording_path, serve
+from peer.receiver import Call, RecvOptions, recording_path, serve
 from peer.sender import SendOptions, run_sender
 from peer.sources import ArraySource, FileSource
 from peer.stats import StatusLine, write_json
@@ -47,6 +51,48 @@ async def _listen(opts: RecvOptions, stop: asyncio.Event, summaries: list[dict])
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(serve(opts, [], ready=port.set_result, on_summary=summaries.append, stop=stop))
     return task, await asyncio.wait_for(port, 10)
+
+
+class OtherModelRenderer:
+    """A renderer whose keyframes all come coded with a model this side does not have."""
+
+    def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
+        raise ModelMismatchError("keyframe rig: coded with face-shape model 01234567, this receiver has 89abcdef")
+
+    def render(self, params: object) -> np.ndarray:
+        raise AssertionError("nothing renders without a keyframe")
+
+
+def test_a_keyframe_of_another_model_ends_the_call_with_a_bye_and_one_line() -> None:
+    size = 64
+
+    async def run() -> tuple[Call, list[bytes]]:
+        call = Call(RecvOptions(signaling.Endpoint("127.0.0.1", 0), status=False), [], StatusLine("recv", False))
+        call.decoder = FaceDecoder(renderer_factory=lambda h: OtherModelRenderer())
+        sent: list[bytes] = []
+        call.conn.send = lambda data, reliable: sent.append(data) or True  # type: ignore[method-assign]
+        image = np.zeros((size, size, 3), np.uint8)
+        kf = wire.pack_keyframe(wire.Keyframe(keyframe.encode(image), b"rig"))
+        msgs = [wire.encode(wire.Header("mesh", size, FPS, 2, QuantSpec().to_list()))]
+        msgs += [wire.encode(c) for c in wire.split_keyframe(0, kf)]
+        render = asyncio.create_task(call._render_loop())
+        try:
+            for m in msgs:
+                call._after(call.decoder.receive(m))
+            await asyncio.wait_for(call._done.wait(), 10)
+            await asyncio.wait_for(render, 10)  # the render loop ends with the call
+        finally:
+            render.cancel()
+            await call.conn.close()
+        return call, sent
+
+    call, sent = asyncio.run(run())
+    assert call.error == (
+        "cannot render this call: keyframe rig: coded with face-shape model 01234567, this receiver has 89abcdef"
+    )
+    codes = [wire.decode(d).code for d in sent]
+    assert codes == [wire.Control.KEYFRAME_ACK, wire.Control.BYE]  # and never a keyframe request
+    assert call.decoder.poll() == []
 
 
 def test_admission_cuts_the_oldest_unproven_never_the_proven() -> None:

@@ -11,17 +11,15 @@ Two ways, whichever this host allows:
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from callrig import delete, first_failure, two_process_call
 from conftest import clip_path, read_frames
 
 from codec.encoder import FaceEncoder
@@ -41,14 +39,8 @@ PORT = 8799
 CALL_TIMEOUT_S = 150
 
 
-def _ip(*args: str, ns: str | None = None) -> subprocess.CompletedProcess:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-
-
 def _teardown() -> None:
-    _ip("ip", "link", "del", VETH_HOST)
-    _ip("ip", "netns", "del", NS)
+    delete([NS], [VETH_HOST])
 
 
 def _netns_unavailable() -> str | None:
@@ -59,16 +51,14 @@ def _netns_unavailable() -> str | None:
         return "iproute2 (ip, tc) not installed"
     _teardown()
     try:
-        steps = [
-            ("ip", "netns", "add", NS),
-            ("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS),
-            ("tc", "qdisc", "add", "dev", VETH_HOST, "root", "netem", "loss", "10%", "delay", "50ms"),
-        ]
-        for step in steps:
-            res = _ip(*step)
-            if res.returncode != 0:
-                return f"`{' '.join(step)}` failed here: {res.stderr.strip()}"
-        return None
+        failed = first_failure(
+            [
+                ("ip", "netns", "add", NS),
+                ("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS),
+                ("tc", "qdisc", "add", "dev", VETH_HOST, "root", "netem", "loss", "10%", "delay", "50ms"),
+            ]
+        )
+        return None if failed is None else f"`{failed[0]}` failed here: {failed[1]}"
     finally:
         _teardown()
 
@@ -82,22 +72,27 @@ def namespace() -> Iterator[None]:
             "in-process by test_real_call_with_loss_and_delay_in_process"
         )
     try:
-        for step in [
-            ("ip", "netns", "add", NS),
-            ("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS),
-            ("ip", "link", "set", VETH_NS, "netns", NS),
-            ("ip", "addr", "add", f"{ADDR_HOST}/24", "dev", VETH_HOST),
-            ("ip", "link", "set", VETH_HOST, "up"),
-            ("tc", "qdisc", "add", "dev", VETH_HOST, "root", "netem", "loss", "10%", "delay", "50ms"),
-        ]:
-            assert _ip(*step).returncode == 0, step
-        for step in [
-            ("ip", "addr", "add", f"{ADDR_NS}/24", "dev", VETH_NS),
-            ("ip", "link", "set", VETH_NS, "up"),
-            ("ip", "link", "set", "lo", "up"),
-            ("tc", "qdisc", "add", "dev", VETH_NS, "root", "netem", "loss", "10%", "delay", "50ms"),
-        ]:
-            assert _ip(*step, ns=NS).returncode == 0, step
+        failed = first_failure(
+            [
+                ("ip", "netns", "add", NS),
+                ("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS),
+                ("ip", "link", "set", VETH_NS, "netns", NS),
+                ("ip", "addr", "add", f"{ADDR_HOST}/24", "dev", VETH_HOST),
+                ("ip", "link", "set", VETH_HOST, "up"),
+                ("tc", "qdisc", "add", "dev", VETH_HOST, "root", "netem", "loss", "10%", "delay", "50ms"),
+            ]
+        )
+        assert failed is None, failed
+        failed = first_failure(
+            [
+                ("ip", "addr", "add", f"{ADDR_NS}/24", "dev", VETH_NS),
+                ("ip", "link", "set", VETH_NS, "up"),
+                ("ip", "link", "set", "lo", "up"),
+                ("tc", "qdisc", "add", "dev", VETH_NS, "root", "netem", "loss", "10%", "delay", "50ms"),
+            ],
+            ns=NS,
+        )
+        assert failed is None, failed
         yield
     finally:
         _teardown()
@@ -105,55 +100,18 @@ def namespace() -> Iterator[None]:
 
 def test_call_across_namespaces_with_netem(namespace: None, tmp_path: Path) -> None:
     """Transport: real UDP across a veth pair between namespaces, netem loss 10% + delay 50 ms."""
-    clip = clip_path("DPE/s.mp4")
-    exe = [sys.executable, "-m", "peer.cli"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    recv = subprocess.Popen(
-        [
-            *exe,
-            "recv",
-            "--listen",
-            f"{ADDR_HOST}:{PORT}",
-            "--once",
-            "--no-window",
-            "--quiet",
-            "--stats",
-            str(tmp_path / "recv.json"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
+    call = two_process_call(
+        tmp_path,
+        clip_path("DPE/s.mp4"),
+        listen=f"{ADDR_HOST}:{PORT}",
+        peer=f"{ADDR_HOST}:{PORT}",
+        frames=FRAMES,
+        timeout_s=CALL_TIMEOUT_S,
+        recv_args=["--quiet"],
+        send_args=["--quiet"],
+        send_ns=NS,
     )
-    try:
-        send = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                NS,
-                *exe,
-                "send",
-                "--camera",
-                str(clip),
-                "--peer",
-                f"{ADDR_HOST}:{PORT}",
-                "--max-frames",
-                str(FRAMES),
-                "--quiet",
-                "--stats",
-                str(tmp_path / "send.json"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=CALL_TIMEOUT_S,
-            env=env,
-        )
-        recv.communicate(timeout=30)
-    finally:
-        recv.kill()
-    assert send.returncode == 0, send.stdout + send.stderr
-    got = json.loads((tmp_path / "recv.json").read_text())
+    got = call.got
     assert got["keyframes"] >= 1 and got["frames_rendered"] >= 0.3 * FRAMES and got["bad_packets"] == 0, got
 
 

@@ -13,6 +13,7 @@ from models.face import N_LANDMARKS
 from models.mesh import landmarks, shape
 from models.mesh.estimator import MeshEstimator
 from models.mesh.rig import Rig
+from models.types import ModelMismatchError
 
 SIZE = 256
 MAX_RIG_BYTES = 500
@@ -58,9 +59,10 @@ def test_other_shape_model_is_refused_in_one_line(keyframe_landmarks) -> None:
     model = shape.shipped()
     assert model is not None
     other = dataclasses.replace(model, coef_std=model.coef_std * 1.01)
-    with pytest.raises(ValueError, match=r"^keyframe rig: coded with face-shape model [0-9a-f]{8}, this receiver"):
+    why = r"^keyframe rig: coded with face-shape model [0-9a-f]{8}, this receiver"
+    with pytest.raises(ModelMismatchError, match=why):
         shape.decode(aux, SIZE, other)
-    with pytest.raises(ValueError, match="does not have"):
+    with pytest.raises(ModelMismatchError, match="does not have"):
         shape.decode(aux, SIZE, None)
 
 

@@ -12,7 +12,6 @@ test prints the relayed call's latency and wire figures next to the same call on
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from callrig import delete, first_failure, sh, two_process_call
 from conftest import clip_path
 
 RELAY, SEND, RECV = "fvrelay", "fvsend", "fvrecv"
@@ -51,14 +51,8 @@ asyncio.run(main())
 """
 
 
-def _sh(*cmd: str, ns: str | None = None) -> subprocess.CompletedProcess:
-    full = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
-    return subprocess.run(full, capture_output=True, text=True, timeout=30)
-
-
 def _teardown() -> None:
-    for ns in (RELAY, SEND, RECV):
-        _sh("ip", "netns", "del", ns)
+    delete([RELAY, SEND, RECV])
 
 
 def _unavailable() -> str | None:
@@ -78,22 +72,20 @@ def _build() -> str | None:
         ("ip", "link", "add", "fvr-s", "netns", RELAY, "type", "veth", "peer", "name", "fvs-r", "netns", SEND),
         ("ip", "link", "add", "fvr-v", "netns", RELAY, "type", "veth", "peer", "name", "fvv-r", "netns", RECV),
     ]
-    for step in steps:
-        res = _sh(*step)
-        if res.returncode != 0:
-            return f"`{' '.join(step)}` failed: {res.stderr.strip()}"
+    failed = first_failure(steps)
+    if failed is not None:
+        return f"`{failed[0]}` failed: {failed[1]}"
     for ns, dev, addr in [
         (RELAY, "fvr-s", RELAY_S),
         (RELAY, "fvr-v", RELAY_V),
         (SEND, "fvs-r", SEND_ADDR),
         (RECV, "fvv-r", RECV_ADDR),
     ]:
-        for step in [("ip", "addr", "add", f"{addr}/24", "dev", dev), ("ip", "link", "set", dev, "up")]:
-            res = _sh(*step, ns=ns)
-            if res.returncode != 0:
-                return f"`{' '.join(step)}` in {ns} failed: {res.stderr.strip()}"
-        _sh("ip", "link", "set", "lo", "up", ns=ns)
-    _sh("sysctl", "-qw", "net.ipv4.ip_forward=0", ns=RELAY)  # the relay namespace is no router
+        failed = first_failure([("ip", "addr", "add", f"{addr}/24", "dev", dev), ("ip", "link", "set", dev, "up")], ns)
+        if failed is not None:
+            return f"`{failed[0]}` in {ns} failed: {failed[1]}"
+        sh("ip", "link", "set", "lo", "up", ns=ns)
+    sh("sysctl", "-qw", "net.ipv4.ip_forward=0", ns=RELAY)  # the relay namespace is no router
     return None
 
 
@@ -109,11 +101,6 @@ def namespaces() -> Iterator[None]:
         _teardown()
 
 
-def fvcall(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("fvcall")
-    return [str(exe), *args] if exe.exists() else [sys.executable, "-c", "from peer.cli import run; run()", *args]
-
-
 def _call(
     tmp: Path,
     clip: Path,
@@ -124,66 +111,25 @@ def _call(
     recv_ice: list[str],
     send_ice: list[str],
 ) -> tuple[dict, dict]:
-    def inside(ns: str | None, cmd: list[str]) -> list[str]:
-        return (["ip", "netns", "exec", ns] if ns else []) + cmd
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    recv = subprocess.Popen(
-        inside(
-            recv_ns,
-            fvcall(
-                "recv",
-                "--listen",
-                listen,
-                "--once",
-                "--no-window",
-                "--quiet",
-                "--stats",
-                str(tmp / "recv.json"),
-                *recv_ice,
-            ),
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
+    call = two_process_call(
+        tmp,
+        clip,
+        listen=listen,
+        peer=peer,
+        frames=FRAMES,
+        timeout_s=CALL_TIMEOUT_S,
+        recv_args=["--quiet", *recv_ice],
+        send_args=["--quiet", "--connect-timeout", str(CALL_TIMEOUT_S / 2), *send_ice],
+        recv_ns=recv_ns,
+        send_ns=send_ns,
     )
-    try:
-        send = subprocess.run(
-            inside(
-                send_ns,
-                fvcall(
-                    "send",
-                    "--camera",
-                    str(clip),
-                    "--peer",
-                    peer,
-                    "--max-frames",
-                    str(FRAMES),
-                    "--quiet",
-                    "--connect-timeout",
-                    str(CALL_TIMEOUT_S / 2),
-                    "--stats",
-                    str(tmp / "send.json"),
-                    *send_ice,
-                ),
-            ),
-            capture_output=True,
-            text=True,
-            timeout=CALL_TIMEOUT_S,
-            env=env,
-        )
-        recv_out, _ = recv.communicate(timeout=30)
-    finally:
-        recv.kill()
-    assert send.returncode == 0, send.stdout + send.stderr
-    assert recv.returncode == 0, recv_out
-    return json.loads((tmp / "send.json").read_text()), json.loads((tmp / "recv.json").read_text())
+    assert call.recv.returncode == 0, call.recv.stdout
+    return call.sent, call.got
 
 
 def _no_route() -> bool:
     """The sender's namespace cannot reach the receiver's (the premise of the test)."""
-    res = _sh("python3", "-c", f"import socket; socket.create_connection(('{RECV_ADDR}', 9), timeout=1)", ns=SEND)
+    res = sh("python3", "-c", f"import socket; socket.create_connection(('{RECV_ADDR}', 9), timeout=1)", ns=SEND)
     return res.returncode != 0 and ("unreachable" in res.stderr.lower() or "timed out" in res.stderr.lower())
 
 

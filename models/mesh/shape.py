@@ -23,6 +23,7 @@ import constriction
 import numpy as np
 
 from models.mesh.pose import euler_angles, rotation_matrix, similarity
+from models.types import ModelMismatchError
 
 MODEL_PATH = Path(__file__).resolve().parent / "shape_model.npz"
 FORMAT = 2  # first byte of the rig data (zlib data, the older form, starts with 0x78)
@@ -102,13 +103,14 @@ def _stds(model: ShapeModel, k: int) -> np.ndarray:
 
 
 def decode(data: bytes, size: int, model: ShapeModel | None) -> np.ndarray:
-    """(N, 3) float32 pixels; raises ValueError on data this model did not code."""
+    """(N, 3) float32 pixels; raises ModelMismatchError (a ValueError) on data another model coded,
+    ValueError on data no model coded."""
     if len(data) < 1 + ID_BYTES + 4 or data[0] != FORMAT:
         raise ValueError("keyframe rig: not shape-coded data")
     if model is None:
-        raise ValueError("keyframe rig: coded with a face-shape model this receiver does not have")
+        raise ModelMismatchError("keyframe rig: coded with a face-shape model this receiver does not have")
     if data[1 : 1 + ID_BYTES] != model.model_id:
-        raise ValueError(
+        raise ModelMismatchError(
             f"keyframe rig: coded with face-shape model {data[1 : 1 + ID_BYTES].hex()}, "
             f"this receiver has {model.model_id.hex()}"
         )
