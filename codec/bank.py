@@ -35,6 +35,7 @@ MIN_INTERVAL_S = 1.0  # at most one reference per this long
 QUIET_S = 1.0  # a slot is reused only after going unused this long
 PEAK = 255.0
 MAX_DB = 100.0  # a region drawn exactly (PSNR of identical pictures)
+ERRORS_EVERY = 2  # frames between two measurements of the regions (each ~3.5 ms at 256x256 on a CPU)
 SWITCH = 0.8  # a region changes source only for one with this share of the current one's error (~1 dB)
 
 
@@ -56,10 +57,14 @@ class BankPolicy:
     """Seconds a slot must go unused before a new reference replaces it."""
     switch: float = SWITCH
     """A region moves to another source only when that one's error is below this share of the current one's."""
+    errors_every: int = ERRORS_EVERY
+    """Frames between two measurements of the regions (the choice holds in between)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.slots <= 15:
             raise ValueError("reference slots must be 1..15")
+        if self.errors_every < 1:
+            raise ValueError("the regions must be measured every 1 or more frames")
         if not self.threshold_db > 0 or not math.isfinite(self.threshold_db):
             raise ValueError("the reference threshold must be a positive number of dB")
 
@@ -138,6 +143,13 @@ class ReferenceBank:
             out.append(pick)
             self._observe(r, usable[pick], now)
         return tuple(out)
+
+    def keep(self, now: float) -> tuple[int, ...]:
+        """The current choice again, for a frame that is not measured (see ERRORS_EVERY)."""
+        for n in self._choice:
+            if n:
+                self.slots[n].last_used_s = now
+        return tuple(self._choice) if self._choice else (0,) * self.n_regions
 
     def _observe(self, r: int, mse: float, now: float) -> None:
         """Track region r's error as drawn; sets its bit of bad_regions when it has stayed high."""

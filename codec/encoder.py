@@ -95,6 +95,7 @@ class FaceEncoder(Encoder):
         self._recenter = True
         self._face_lost = False
         self._face_run = 0
+        self._region_frames = 0  # frames since the regions were last measured
         self._last_kf_time = -1e9
         self._last_ms = 0
         # (values, capture_ms, reference slots) of the frames waiting for their message
@@ -197,7 +198,14 @@ class FaceEncoder(Encoder):
         values = quantize(params, self.quant)
         sent = dequantize(values, self.quant)  # what the receiver decodes
         if self.bank is not None and self.monitor is not None and self.monitor.ready:
-            sent.references = self.bank.choose(self._bank_renderer().region_errors(sent, face), now)
+            self._region_frames += 1
+            # measured every errors_every-th frame, and never on a frame the keyframe monitor renders:
+            # no frame pays for both
+            if self._region_frames >= self.bank.policy.errors_every and not self.monitor.checks_next:
+                self._region_frames = 0
+                sent.references = self.bank.choose(self._bank_renderer().region_errors(sent, face), now)
+            else:
+                sent.references = self.bank.keep(now)
         if self.monitor is not None:
             reason = self.monitor.check(face, sent, now)
             if reason is not None:

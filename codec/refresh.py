@@ -79,6 +79,11 @@ class ErrorMonitor:
         """The renderer took the current keyframe (False: it refused it; nothing is measured)."""
         return self._ready
 
+    @property
+    def checks_next(self) -> bool:
+        """The next check() renders and measures (the costly frames: other work may skip them)."""
+        return self._ready and (self._frames + 1) % self.policy.check_every == 0
+
     def keyframe(self, image: np.ndarray, aux: bytes, now: float) -> None:
         """The keyframe the receiver will get (decoded picture and profile data), sent at `now` s."""
         try:

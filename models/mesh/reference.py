@@ -49,21 +49,43 @@ def face_unit(lm: np.ndarray) -> float:
     return float(np.linalg.norm(lm[EYE_CORNERS[1], :2] - lm[EYE_CORNERS[0], :2])) + 1e-9
 
 
-def region_mask(lm: np.ndarray, region: int, size: int, extra: float = 0.0, feather: float = 0.0) -> np.ndarray:
-    """(size, size) float32 in [0, 1]: the region around landmarks lm (478, >=2) px, grown by
-    GROW[region] + extra face units, with a soft edge `feather` face units wide."""
+def region_patch(
+    lm: np.ndarray, region: int, size: int, extra: float = 0.0, feather: float = 0.0
+) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+    """The region around landmarks lm (478, >=2) px, grown by GROW[region] + extra face units, with
+    a soft edge `feather` face units wide: (mask, box), the float32 [0, 1] mask inside box (x0, y0,
+    x1, y1) of the (size, size) frame and 0 outside it; None where the region is off the frame.
+    Drawn on the box alone: a frame-sized canvas made this the slowest part of a region's warp."""
     unit = face_unit(lm)
-    mask = np.zeros((size, size), np.uint8)
-    for idx in REGION_POINTS[region]:
-        hull = cv2.convexHull(np.rint(lm[idx, :2] * (1 << SUBPIXEL_BITS)).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_8, SUBPIXEL_BITS)
     grow = max(1, round((GROW[region] + extra) * unit))
+    k = 2 * max(1, round(feather * unit)) + 1 if feather > 0 else 0
+    pts = np.concatenate([lm[idx, :2] for idx in REGION_POINTS[region]])
+    lo = np.floor(pts.min(0)).astype(int) - grow - 1
+    hi = np.ceil(pts.max(0)).astype(int) + grow + 2
+    x0, y0 = max(0, int(lo[0])), max(0, int(lo[1]))
+    x1, y1 = min(size, int(hi[0])), min(size, int(hi[1]))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    for idx in REGION_POINTS[region]:
+        local = (lm[idx, :2] - (x0, y0)) * (1 << SUBPIXEL_BITS)
+        hull = cv2.convexHull(np.rint(local).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_8, SUBPIXEL_BITS)
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     out = mask.astype(np.float32) / 255.0
-    if feather > 0:
-        k = 2 * max(1, round(feather * unit)) + 1
-        out = cv2.GaussianBlur(out, (k, k), 0)
-        out *= mask > 0  # the feather stays inside the grown hull: never outside what the reference holds
+    if k:
+        # the feather stays inside the grown hull: never outside what the reference holds
+        out = cv2.GaussianBlur(out, (k, k), 0, borderType=cv2.BORDER_CONSTANT) * (mask > 0)
+    return out, (x0, y0, x1, y1)
+
+
+def region_mask(lm: np.ndarray, region: int, size: int, extra: float = 0.0, feather: float = 0.0) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: region_patch on the whole frame."""
+    out = np.zeros((size, size), np.float32)
+    found = region_patch(lm, region, size, extra, feather)
+    if found is not None:
+        mask, (x0, y0, x1, y1) = found
+        out[y0:y1, x0:x1] = mask
     return out
 
 
@@ -82,14 +104,6 @@ def sent_picture(image: np.ndarray, lm: np.ndarray, covered: int) -> np.ndarray:
     out = np.full_like(image, FILL_GREY)
     out[keep] = image[keep]
     return out
-
-
-def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1) around the mask's nonzero pixels; None when it has none."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return None
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
 @dataclass
@@ -127,27 +141,30 @@ class RegionWarp:
     pixels (the same for every source, since they share the triangles; only the affine maps differ)."""
 
     def __init__(self, triangles: np.ndarray, target: np.ndarray, size: int, region: int) -> None:
-        self.mask = region_mask(target, region, size, feather=FEATHER)
-        """(S, S) float32 blend weight of the region."""
-        self.box = box_of(self.mask)
-        """(x0, y0, x1, y1) around it; None when it is empty (off the crop)."""
-        if self.box is None:
+        found = region_patch(target, region, size, feather=FEATHER)
+        self.box: tuple[int, int, int, int] | None = None
+        """(x0, y0, x1, y1) around the region in the frame; None when it is off the frame."""
+        self.mask = np.zeros((0, 0), np.float32)
+        """(y1 - y0, x1 - x0) float32 blend weight of the region inside the box."""
+        if found is None:
             return
+        self.mask, self.box = found
         x0, y0, x1, y1 = self.box
-        n = len(triangles)
         tri_dst = target[triangles]  # (T, 3, 3)
         xy = tri_dst[:, :, :2] - (x0, y0)
         lo, hi = xy.min(1), xy.max(1)
         inside = (hi[:, 0] >= 0) & (hi[:, 1] >= 0) & (lo[:, 0] <= x1 - x0) & (lo[:, 1] <= y1 - y0)
-        homog = np.concatenate([np.transpose(xy, (0, 2, 1)), np.ones((n, 1, 3))], 1)
-        ok = inside & (np.abs(np.linalg.det(homog)) > 1e-6)
-        self._inv = np.zeros_like(homog)  # (T, 3, 3): box pixel -> barycentric-like coords per triangle
-        self._inv[ok] = np.linalg.inv(homog[ok])
+        sel = np.nonzero(inside)[0]
+        homog = np.concatenate([np.transpose(xy[sel], (0, 2, 1)), np.ones((len(sel), 1, 3))], 1)
+        ok = np.abs(np.linalg.det(homog)) > 1e-6
+        sel, homog = sel[ok], homog[ok]
+        self._sel = sel  # the triangles drawn here, and (below) the map from box pixels into each
+        self._inv = np.linalg.inv(homog) if len(sel) else np.zeros((0, 3, 3))
         h, w = y1 - y0, x1 - x0
-        ids = np.full((h, w), n, np.int32)
-        order = np.argsort(-tri_dst[:, :, 2].mean(1))  # far first, near last: near wins
-        corners = np.rint((xy - 0.5) * (1 << SUBPIXEL_BITS)).astype(np.int32)
-        for i in order[ok[order]].tolist():
+        ids = np.full((h, w), len(sel), np.int32)  # index into sel; len(sel): no triangle
+        order = np.argsort(-tri_dst[sel, :, 2].mean(1))  # far first, near last: near wins
+        corners = np.rint((xy[sel] - 0.5) * (1 << SUBPIXEL_BITS)).astype(np.int32)
+        for i in order.tolist():
             cv2.fillConvexPoly(ids, corners[i], i, cv2.LINE_8, SUBPIXEL_BITS)
         self._ids = ids
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
@@ -157,8 +174,8 @@ class RegionWarp:
         """(h, w, 4) float32: the source warped onto the frame inside the box; channel 3 is where it
         is valid (0 where no face triangle covers the pixel)."""
         assert self.box is not None
-        affine = np.empty((len(self._inv) + 1, 6), np.float32)
-        affine[:-1] = (src.src_tri @ self._inv).reshape(-1, 6)
+        affine = np.empty((len(self._sel) + 1, 6), np.float32)
+        affine[:-1] = (src.src_tri[self._sel] @ self._inv).reshape(-1, 6)
         affine[-1] = (0, 0, -1e4, 0, 0, -1e4)  # no triangle here: sample far outside, i.e. invalid
         a = affine[self._ids]
         map_x = a[..., 0] * self._xs + a[..., 1] * self._ys + a[..., 2] - 0.5
@@ -167,8 +184,7 @@ class RegionWarp:
 
     def weight(self, patch: np.ndarray) -> np.ndarray:
         """(h, w) blend weight of a patch: the region's mask where the source is valid."""
-        x0, y0, x1, y1 = self.box  # type: ignore[misc]
-        return self.mask[y0:y1, x0:x1] * patch[..., 3]
+        return self.mask * patch[..., 3]
 
     def composite(self, frame: np.ndarray, src: Source) -> None:
         """Draw the region of frame (S, S, 3) uint8, in place, from the source."""
@@ -187,7 +203,7 @@ class RegionWarp:
         if self.box is None:
             return [0.0] * len(sources)
         x0, y0, x1, y1 = self.box
-        m = self.mask[y0:y1, x0:x1]
+        m = self.mask
         norm = max(float(m.sum()), 1e-6)
         want = crop_y[y0:y1, x0:x1]
         base: np.ndarray | None = None
