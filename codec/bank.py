@@ -29,7 +29,7 @@ import numpy as np
 THRESHOLD_DB = 3.0  # a region this much worse than after the keyframe ...
 HOLD_S = 0.1  # ... for this long (3 frames at 25 fps: a blink) calls for a reference
 REFERENCE_S = 1.0  # what the keyframe achieves in a region: its frames in this long after it ...
-LEVEL_PERCENTILE = 75  # ... at this percentile (a caller who talks in that second must not lower the bar)
+LEVEL_PERCENTILE = 90  # ... near their best (a caller who talks in that second must not lower the bar)
 SLOTS = 8  # references per keyframe (each ~0.3-1 KB on the wire, ~1 MB of memory at 256x256)
 MIN_INTERVAL_S = 1.0  # at most one reference per this long
 QUIET_S = 1.0  # a slot is reused only after going unused this long

@@ -97,7 +97,7 @@ def test_a_region_that_stays_worse_calls_for_a_reference() -> None:
     assert b.bad_regions == 0  # and its error must build up again
 
 
-def test_level_is_the_upper_quartile_of_the_first_second() -> None:
+def test_level_is_near_the_best_of_the_first_second() -> None:
     b = bank()
     for i, db in enumerate([30, 30, 30, 20, 30, 30, 20, 30]):  # talking during the first second
         b.choose([{0: mse_of(30.0)}, {0: mse_of(db)}], i / 25)
