@@ -266,6 +266,7 @@ class FaceEncoder(Encoder):
         packet = self._emit(msg, reliable=True)
         self.bank.add(slot, regions, now, len(packet.data))
         self.stats.references += 1
+        self.stats.reference_bytes += len(packet.data)
         names = "+".join(n for i, n in enumerate(renderer.region_names) if regions >> i & 1)
         self.events.append(f"reference {slot} ({names}): {len(packet.data)} bytes")
         return [packet]

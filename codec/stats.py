@@ -35,6 +35,8 @@ class EncoderStats:
     """Keyframes sent because the rendering error the sender measured stayed high (codec.refresh)."""
     references: int = 0
     """Reference pictures sent (codec.bank)."""
+    reference_bytes: int = 0
+    """Their payload bytes (in rate.payload_bytes, not in rate.keyframe_bytes)."""
     rate: RateMeter = field(default_factory=RateMeter)
     """Bytes emitted."""
     estimate_ms: list[float] = field(default_factory=list)

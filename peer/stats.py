@@ -92,8 +92,12 @@ def sender_summary(s: EncoderStats, duration_s: float, frames_sent: int, wire: W
         "no_face_frames": s.no_face_frames,
         "payload_bytes": s.rate.payload_bytes,
         "keyframe_bytes": s.rate.keyframe_bytes,
+        "references": s.references,
+        "reference_bytes": s.reference_bytes,
         "duration_s": duration_s,
-        "payload_bytes_per_frame": _per_frame(s.rate.payload_bytes - s.rate.keyframe_bytes, s.params_sent),
+        "payload_bytes_per_frame": _per_frame(
+            s.rate.payload_bytes - s.rate.keyframe_bytes - s.reference_bytes, s.params_sent
+        ),
         "estimate_ms_p50": percentile(s.estimate_ms, 50),
         "estimate_ms_p95": percentile(s.estimate_ms, 95),
         **_kbps(s.rate, duration_s),
@@ -115,6 +119,8 @@ def receiver_summary(s: DecoderStats, duration_s: float, wire: WireCount | None 
         "bad_packets": s.bad_packets,
         "keyframes": s.keyframes,
         "keyframe_requests": s.keyframe_requests,
+        "references": s.references,
+        "reference_misses": s.reference_misses,
         "payload_bytes": s.rate.payload_bytes,
         "keyframe_bytes": s.rate.keyframe_bytes,
         "duration_s": duration_s,

@@ -44,6 +44,16 @@ USAGE_CASES = {
     "quant scale 0": (_send, ["--quant-scale", "0"], "argument --quant-scale: 0 is out of range ([0.05, 20])"),
     "quant scale nan": (_send, ["--quant-scale", "nan"], "argument --quant-scale: nan is out of range ([0.05, 20])"),
     "keyframe crf": (_send, ["--keyframe-crf", "60"], "argument --keyframe-crf: 60 is out of range (0..51)"),
+    "reference threshold 0": (
+        _send,
+        ["--reference-threshold", "0"],
+        "argument --reference-threshold: 0 is out of range ((0, 40])",
+    ),
+    "reference threshold word": (
+        _send,
+        ["--reference-threshold", "never"],
+        "argument --reference-threshold: expected a number, got 'never'",
+    ),
     "connect timeout 0": (
         _send,
         ["--connect-timeout", "0"],
@@ -117,3 +127,9 @@ def test_relay_policy_needs_a_turn_server(capsys: pytest.CaptureFixture[str]) ->
         cli.EXIT_ERROR,
         "fvcall: error: --ice-transport-policy relay needs a TURN server: --ice-server turn:USER:PASS@HOST:PORT",
     )
+
+
+@pytest.mark.parametrize(("text", "value"), [("off", None), ("OFF", None), ("2.5", 2.5), ("40", 40.0)])
+def test_reference_threshold_values(text: str, value: float | None) -> None:
+    args = cli.build_parser().parse_args(["send", "--peer", NOBODY, "--reference-threshold", text])
+    assert args.reference_threshold == value

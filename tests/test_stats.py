@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from codec.rate import RateMeter
+from codec.stats import EncoderStats
 from peer import receiver, stats
 from peer.signaling import Endpoint
 from peer.wirecount import WireCount
@@ -52,3 +53,13 @@ def test_a_stale_latency_is_not_shown_as_current(monkeypatch: pytest.MonkeyPatch
     fresh, stale = asyncio.run(run())
     assert fresh.startswith(" | latency   22 ms")
     assert stale.startswith(" | latency -- (nothing for 3 s)")
+
+
+def test_reference_pictures_are_not_counted_as_parameters() -> None:
+    s = EncoderStats(params_sent=10, references=1, reference_bytes=500)
+    s.rate.add(2000, keyframe=True)
+    s.rate.add(500)  # the reference
+    s.rate.add(100)  # ten frames of parameters
+    out = stats.sender_summary(s, 1.0, 10)
+    assert out["payload_bytes_per_frame"] == 10.0
+    assert (out["references"], out["reference_bytes"]) == (1, 500)
