@@ -2,21 +2,22 @@
 region of a frame is drawn from.
 
 One keyframe cannot show what it does not contain: teeth and the inside of an open mouth, closed
-eyes. The sender holds the receiver's renderer (codec.refresh.ErrorMonitor's), so for every frame
-it measures each region (eyes, mouth) as the receiver will draw it against the camera crop
-(models.types.ReferenceRenderer.region_errors). The first `reference_s` after a keyframe set what
-the keyframe achieves in each region; when a region then stays `threshold_db` worse for `hold_s`
-(a blink is a few frames), the current crop becomes a reference picture for that region, in a free
-slot of the bank or in the one left unused longest, and only once it has gone unused for `quiet_s`
-(so no packet still in flight names its old picture). The threshold is the rate knob: lower, more
-references, more bytes, more faithful regions.
+eyes. The sender holds the receiver's renderer (codec.refresh.ErrorMonitor's), so every
+`errors_every`-th frame it measures each region (eyes, mouth) as the receiver will draw it
+against the camera crop (models.types.ReferenceRenderer.region_errors). The first `reference_s`
+after a keyframe set what the keyframe achieves in each region (near its best); when a region then
+stays `threshold_db` worse for `hold_s` (a blink is a few frames), the current crop becomes a
+reference picture for that region, in a free slot of the bank or in the one left unused longest,
+and only once it has gone unused for `quiet_s` (so no packet still in flight names its old
+picture). The threshold is the rate knob: lower, more references, more bytes, more faithful regions.
 
 Both sides hold the same bounded bank per keyframe (a new keyframe empties it). References travel on
 the reliable channel and the receiver acknowledges each; PARAMS name only acknowledged ones, so the
 sender's renderer draws exactly what the receiver draws, and a reference that is late or never
-arrives costs nothing but its use. Per frame and region, the sender draws the region from every
-acknowledged source that covers it (the keyframe is slot 0), compares each with the camera crop and
-names the one with the smallest error, with hysteresis against flicker: closed loop, frame by frame.
+arrives costs nothing but its use. On each measured frame and region, the sender draws the region
+from every acknowledged source that covers it (the keyframe is slot 0), compares each with the
+camera crop and names the one with the smallest error, with hysteresis against flicker; the frames
+in between keep that choice.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from codec.params import POSE_SIZE, FrameParams, QuantSpec
 SIZE = 32  # codec resolution of the fuzzed session: small keeps keyframe decodes cheap
 N_EXPR = 2
 MAX_MUTATIONS = 4  # edits per mutated message
-INTERESTING = [0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x23, 0x21, 0x22, 0x24, 0x40, 0x42, 0x13]
+INTERESTING = [0x00, 0x7F, 0x80, 0xFF, 0xC1, 0xC6, 0xDC, 0xDD, 0xDE, 0x93, 0x95, 0x23, 0x21, 0x22, 0x24, 0x25]
+INTERESTING += [0x40, 0x41, 0x42, 0x13, 0x0F, 0x10]
 
 
 class NullRenderer:
@@ -23,8 +24,13 @@ class NullRenderer:
         if image.shape != (SIZE, SIZE, 3):
             raise ValueError("keyframe size")
 
+    def add_reference(self, slot: int, image: np.ndarray, aux: bytes, regions: int) -> None:
+        if image.shape != (SIZE, SIZE, 3) or not 1 <= slot <= wire.REF_SLOTS or not 0 < regions < 4:
+            raise ValueError("reference")
+
     def render(self, params: FrameParams) -> np.ndarray:
         assert len(params.expression) == N_EXPR and np.all(np.isfinite(params.vector()))
+        assert all(0 <= s <= wire.REF_SLOTS for s in params.references)
         return np.zeros((SIZE, SIZE, 3), np.uint8)
 
 
@@ -53,6 +59,8 @@ def fuzz_session(face_lost: bool = False) -> tuple[FaceDecoder, list[bytes]]:
     values = np.arange(POSE_SIZE + N_EXPR) - 3
     msgs += [wire.encode(wire.Params(40, 0, wire.Flags.NONE, (values, values + 1), (0, 40)), coder)]
     msgs += [wire.encode(wire.Params(120, 0, wire.Flags.NONE, (values,)), coder)]
+    msgs += [wire.encode(wire.Reference(0, 1, 2, kf))]  # a reference picture for the mouth, slot 1
+    msgs += [wire.encode(wire.Params(140, 0, wire.Flags.NONE, (values, values), (0, 40), ((0, 1), (1, 1))), coder)]
     msgs += [wire.encode(wire.Params(160, 0, wire.Flags.NO_FACE))]
     if face_lost:
         msgs += [wire.encode(wire.ControlMessage(wire.Control.FACE_LOST, 1))]

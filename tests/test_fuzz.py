@@ -79,7 +79,7 @@ HEADER_MAPS = st.fixed_dictionaries(
 
 @st.composite
 def near_valid(draw: st.DrawFn) -> bytes:
-    kind = draw(st.sampled_from(["params", "chunk", "control", "header", "any"]))
+    kind = draw(st.sampled_from(["params", "chunk", "reference", "control", "header", "any"]))
     if kind == "params":  # binary: tag byte, 16-bit time, range-coded body
         tag = 0x40 | draw(st.integers(0, 63)) if draw(st.booleans()) else draw(st.integers(0, 255))
         return bytes([tag]) + draw(st.binary(min_size=0, max_size=40))
@@ -90,6 +90,14 @@ def near_valid(draw: st.DrawFn) -> bytes:
             draw(st.integers(-1, 300)),
             draw(st.integers(-1, 200)),
             count,
+            draw(st.one_of(st.binary(max_size=64), VALUES)),
+        ]
+    elif kind == "reference":
+        body = [
+            0x25,
+            draw(st.integers(-1, 300)),
+            draw(st.integers(-1, 17)),
+            draw(st.integers(-1, 5)),
             draw(st.one_of(st.binary(max_size=64), VALUES)),
         ]
     elif kind == "control":
@@ -111,6 +119,17 @@ def test_structured_near_valid_messages_never_crash(data: list[bytes]) -> None:
         check(dec, d)
 
 
+def valid_session_held_a_reference(valid: list[bytes]) -> bool:
+    """The seed corpus includes a reference picture and frames that name it (the fuzzer starts there)."""
+    fresh, _ = session()
+    kinds = [wire.decode(m) for m in valid]
+    return (
+        fresh.stats.references == 1
+        and any(isinstance(k, wire.Reference) for k in kinds)
+        and any(isinstance(k, wire.Params) and k.refs for k in kinds)
+    )
+
+
 _SESSION: list[tuple[FaceDecoder, list[bytes]]] = []
 
 
@@ -128,6 +147,7 @@ def test_mutated_golden_corpus_never_crashes() -> None:
     for _ in range(MUTATION_CASES):
         check(dec, mutate(rng, corpus[int(rng.integers(0, len(corpus)))], corpus))
     assert dec.stats.bad_packets > MUTATION_CASES // 4
+    assert valid_session_held_a_reference(valid)
     # After all that, the session still works: a valid packet renders.
     dec.receive(wire.encode(wire.Params(60000, 0, wire.Flags.NONE, (np.ones(6 + N_EXPR, np.int64),)), CODER))
     assert dec.header is not None
