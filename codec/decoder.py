@@ -372,6 +372,9 @@ class FaceDecoder(Decoder):
             if pending_kf is not None:
                 self.stats.rendered += 1  # the new keyframe's own picture is shown until its parameters are due
                 self.stats.keyframe_pictures += 1
+                with self._lock:
+                    if self._latest is p:
+                        self._latest = None  # what shows is the keyframe, not that older frame
             return self._frame
         t0 = time.perf_counter()
         if p.values is None or self.face_lost:

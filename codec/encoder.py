@@ -161,6 +161,7 @@ class FaceEncoder(Encoder):
         out: list[Packet] = []
         if not self._header_sent:
             out.append(self._emit(self.header(), reliable=True))
+            self.stats.header_bytes += len(out[-1].data)
             self._header_sent = True
         t0 = time.perf_counter()
         if self._recenter or self.box is None:

@@ -37,6 +37,8 @@ class EncoderStats:
     """Reference pictures sent (codec.bank)."""
     reference_bytes: int = 0
     """Their payload bytes (in rate.payload_bytes, not in rate.keyframe_bytes)."""
+    header_bytes: int = 0
+    """Payload bytes of session headers (in rate.payload_bytes; ~1 KB each with the entropy model)."""
     rate: RateMeter = field(default_factory=RateMeter)
     """Bytes emitted."""
     estimate_ms: list[float] = field(default_factory=list)

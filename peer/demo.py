@@ -41,7 +41,7 @@ class DemoResult:
     keyframe_bytes: int
     """Bytes of keyframe messages."""
     params_bytes_per_frame: float
-    """Average PARAMS packet size."""
+    """Parameter bytes per frame sent (PARAMS only: keyframes, references and headers left out)."""
     psnr_db: float
     """Mean PSNR of rendered frames against the sent crops they stand for (matched by capture time)."""
     psnr_shown_db: float

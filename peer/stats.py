@@ -95,8 +95,9 @@ def sender_summary(s: EncoderStats, duration_s: float, frames_sent: int, wire: W
         "references": s.references,
         "reference_bytes": s.reference_bytes,
         "duration_s": duration_s,
+        # the parameter stream alone: keyframes, reference pictures and session headers left out
         "payload_bytes_per_frame": _per_frame(
-            s.rate.payload_bytes - s.rate.keyframe_bytes - s.reference_bytes, s.params_sent
+            s.rate.payload_bytes - s.rate.keyframe_bytes - s.reference_bytes - s.header_bytes, s.params_sent
         ),
         "estimate_ms_p50": percentile(s.estimate_ms, 50),
         "estimate_ms_p95": percentile(s.estimate_ms, 95),

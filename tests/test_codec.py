@@ -230,7 +230,8 @@ def test_real_clip_in_memory_small_packets() -> None:
     # (frame 0's parameters wait for frame 1), frame 39 would show at tick 40.
     assert enc.stats.keyframes == 1 and dec.stats.rendered == 40
     params_bytes = [len(p.data) for o in out[1:] for p in o.packets if wire.is_params(p.data)]
-    assert max(params_bytes) < 30 and np.mean(params_bytes) < 20  # two frames each
+    # two frames each, and 2 bytes more while a region is drawn from a reference
+    assert max(params_bytes) < 30 and np.mean(params_bytes) < 22
     # the rest after the keyframe: reference pictures of the eyes or the mouth, each well under a keyframe
     others = [len(p.data) for o in out[1:] for p in o.packets if not wire.is_params(p.data)]
     assert len(others) == enc.stats.references and all(n < 1500 for n in others)

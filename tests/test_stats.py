@@ -55,8 +55,9 @@ def test_a_stale_latency_is_not_shown_as_current(monkeypatch: pytest.MonkeyPatch
     assert stale.startswith(" | latency -- (nothing for 3 s)")
 
 
-def test_reference_pictures_are_not_counted_as_parameters() -> None:
-    s = EncoderStats(params_sent=10, references=1, reference_bytes=500)
+def test_reference_pictures_and_headers_are_not_counted_as_parameters() -> None:
+    s = EncoderStats(params_sent=10, references=1, reference_bytes=500, header_bytes=300)
+    s.rate.add(300)  # the session header
     s.rate.add(2000, keyframe=True)
     s.rate.add(500)  # the reference
     s.rate.add(100)  # ten frames of parameters
