@@ -24,7 +24,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from codec import driver
+from codec import driver, keyframe, wire
 from codec.api import Packet
 from codec.decoder import FaceDecoder
 from codec.driver import Impairment, LossyLink, TickClock
@@ -81,6 +81,22 @@ def read(clip: Path, n: int) -> tuple[list[np.ndarray], float]:
     return frames, float(rate) if rate else 25.0
 
 
+def dec_size(frames: list[driver.DriverFrame]) -> int:
+    """The codec resolution of a call, from what its receiver showed."""
+    return next(f.output.shape[0] for f in frames if f.output is not None)
+
+
+def sent_keyframes(sent: list[list[Packet]], size: int) -> list[np.ndarray]:
+    """Every keyframe picture the sender sent, decoded as the receiver decodes it."""
+    assembler, out = wire.KeyframeAssembler(), []
+    for packets in sent:
+        for p in packets:
+            msg = wire.decode(p.data)
+            if isinstance(msg, wire.KeyframeChunk) and (payload := assembler.add(msg)) is not None:
+                out.append(keyframe.decode(wire.unpack_keyframe(payload).h264, size))
+    return out
+
+
 def run_setting(
     name: str,
     imp: Impairment,
@@ -94,7 +110,7 @@ def run_setting(
     out = list(driver.replay(sent, dec, fps, LossyLink(imp), clock))
     by_capture = {f.shown_capture_ms: f.output for f in lossless if f.shown_capture_ms is not None}
     # no parameters shown: a keyframe's own picture (the first, or a new one before its parameters)
-    keyframe_pictures = [f.output for f in lossless if f.shown_capture_ms is None and f.output is not None]
+    keyframe_pictures = sent_keyframes(sent, dec_size(lossless))
     scores, own, identical, recovered, wrong = [], [], 0, 0, 0
     prev_same = True
     for f, ref in zip(out, lossless, strict=True):
@@ -103,10 +119,7 @@ def run_setting(
         own.append(f.shown_capture_ms == ref.shown_capture_ms)
         # What is shown must be exactly what the lossless call showed for the same frame (no
         # parameters shown: one of the keyframe pictures the lossless call showed).
-        if f.shown_capture_ms is not None:
-            wants = [by_capture.get(f.shown_capture_ms)]
-        else:
-            wants = keyframe_pictures or [out[0].output]
+        wants = [by_capture.get(f.shown_capture_ms)] if f.shown_capture_ms is not None else keyframe_pictures
         wrong += f.output is not None and not any(w is not None and np.array_equal(f.output, w) for w in wants)
         identical += same
         recovered += same and not prev_same
