@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from codec.metrics import psnr_of_mse
+
 THRESHOLD_DB = 3.0  # a region this much worse than after the keyframe ...
 HOLD_S = 0.1  # ... for this long (3 frames at 25 fps: a blink) calls for a reference
 REFERENCE_S = 1.0  # what the keyframe achieves in a region: its frames in this long after it ...
@@ -34,8 +36,6 @@ LEVEL_PERCENTILE = 90  # ... near their best (a caller who talks in that second 
 SLOTS = 8  # references per keyframe (each ~0.3-1 KB on the wire, ~1 MB of memory at 256x256)
 MIN_INTERVAL_S = 1.0  # at most one reference per this long
 QUIET_S = 1.0  # a slot is reused only after going unused this long
-PEAK = 255.0
-MAX_DB = 100.0  # a region drawn exactly (PSNR of identical pictures)
 ERRORS_EVERY = 2  # frames between two measurements of the regions (each ~3.5 ms at 256x256 on a CPU)
 SWITCH = 0.8  # a region changes source only for one with this share of the current one's error (~1 dB)
 
@@ -154,7 +154,7 @@ class ReferenceBank:
 
     def _observe(self, r: int, mse: float, now: float) -> None:
         """Track region r's error as drawn; sets its bit of bad_regions when it has stayed high."""
-        db = MAX_DB if mse <= 0 else min(MAX_DB, 10 * math.log10(PEAK * PEAK / mse))
+        db = psnr_of_mse(mse)
         self.region_db[r] = db
         level = self.region_level[r]
         if now - self._keyframe_s <= self.policy.reference_s or level is None:

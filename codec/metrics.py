@@ -49,8 +49,12 @@ def psnr_y(a: np.ndarray, b: np.ndarray) -> float:
 def psnr(a: np.ndarray, b: np.ndarray, cap_db: float = MAX_PSNR_DB) -> float:
     """PSNR in dB of two same-shape uint8 (or float 0..255) arrays: RGB, or Y planes for PSNR-Y.
     Capped at cap_db, the value of identical pictures (a finite one keeps means meaningful)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return cap_db if mse == 0 else min(cap_db, 10.0 * math.log10(PEAK * PEAK / mse))
+    return psnr_of_mse(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)), cap_db)
+
+
+def psnr_of_mse(mse: float, cap_db: float = MAX_PSNR_DB) -> float:
+    """PSNR in dB of a mean squared error on the 0..255 scale, capped at cap_db (identical pictures)."""
+    return cap_db if mse <= 0 else min(cap_db, 10.0 * math.log10(PEAK * PEAK / mse))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
