@@ -200,7 +200,7 @@ def run_model(frames: list[np.ndarray], fps: float, variant: str) -> ModelRun:
             "receiver_ms_p90": float(np.percentile(dec.stats.render_ms, 90)) if dec.stats.render_ms else math.nan,
             "held_frames": inner.stats.held_frames,
             "references": inner.stats.references,
-            "reference_bytes": inner.bank.sent_bytes if inner.bank is not None else 0,
+            "reference_bytes": inner.stats.reference_bytes,
             "reference_misses": dec.stats.reference_misses,
             "landmark_mismatches": int(getattr(renderer, "landmark_mismatches", 0)),
         },

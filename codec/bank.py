@@ -94,10 +94,6 @@ class ReferenceBank:
     """Its knobs."""
     slots: dict[int, Slot] = field(default_factory=dict)
     """Slot number (1..policy.slots) -> reference."""
-    sent: int = 0
-    """References sent over the call."""
-    sent_bytes: int = 0
-    """Their bytes (messages as sent)."""
     region_db: list[float] = field(default_factory=list)
     """Per region, the PSNR (luma) of the last frame as the receiver draws it, dB."""
     region_level: list[float | None] = field(default_factory=list)
@@ -119,11 +115,6 @@ class ReferenceBank:
         self._keyframe_s = now
         self.region_db, self.region_level, self._first = [math.nan] * n, [None] * n, [[] for _ in range(n)]
         self._bad_since, self.bad_regions = [None] * n, 0
-
-    @property
-    def usable(self) -> bool:
-        """True when a frame may name a reference (one is acknowledged)."""
-        return any(s.acked for s in self.slots.values())
 
     def choose(self, errors: list[dict[int, float]], now: float) -> tuple[int, ...]:
         """Per region, the slot to draw it from (0: the keyframe), given per region each held source's
@@ -185,12 +176,10 @@ class ReferenceBank:
         ]
         return min(free, key=lambda n: max(self.slots[n].last_used_s, self.slots[n].sent_s)) if free else None
 
-    def add(self, slot: int, regions: int, now: float, size: int) -> None:
-        """A reference was sent in `slot` (size: its message bytes); frames name it once acknowledged."""
+    def add(self, slot: int, regions: int, now: float) -> None:
+        """A reference was sent in `slot`; frames name it once acknowledged."""
         self.slots[slot] = Slot(regions, now)
         self._last_sent_s = now
-        self.sent += 1
-        self.sent_bytes += size
         for r in range(self.n_regions):  # their error must build up again before another
             if regions >> r & 1:
                 self._bad_since[r] = None

@@ -36,26 +36,26 @@ def test_bank_waits_after_a_keyframe_and_between_references() -> None:
     b = bank(min_interval_s=1.0)
     assert b.allocate(0.5) is None  # the keyframe was just sent
     assert b.allocate(1.0) == 1
-    b.add(1, MOUTH, 1.0, 500)
+    b.add(1, MOUTH, 1.0)
     assert b.allocate(1.5) is None
     assert b.allocate(2.0) == 2
-    assert (b.sent, b.sent_bytes) == (1, 500)
+    assert set(b.slots) == {1}
 
 
 def test_only_acknowledged_references_are_named() -> None:
     b = bank()
-    b.add(1, MOUTH, 1.0, 500)
+    b.add(1, MOUTH, 1.0)
     errors = [{0: 100.0}, {0: 100.0, 1: 1.0}]
     assert b.choose(errors, 1.1) == (0, 0)  # not acknowledged yet: the receiver may not hold it
     b.ack(1)
-    assert b.usable
+    assert b.slots[1].acked
     assert b.choose(errors, 1.2) == (0, 1)
 
 
 def test_choice_has_hysteresis() -> None:
     b = bank(switch=0.8)
     for n in (1, 2):
-        b.add(n, MOUTH, 1.0, 500)
+        b.add(n, MOUTH, 1.0)
         b.ack(n)
     assert b.choose([{0: 1.0}, {0: 100.0, 1: 10.0, 2: 20.0}], 2.0) == (0, 1)
     assert b.choose([{0: 1.0}, {0: 100.0, 1: 10.0, 2: 9.0}], 2.1) == (0, 1)  # 9 is not below 0.8 * 10
@@ -65,7 +65,7 @@ def test_choice_has_hysteresis() -> None:
 def test_a_full_bank_replaces_the_reference_unused_longest_once_quiet() -> None:
     b = bank(slots=2, min_interval_s=0.0, quiet_s=1.0)
     for n in (1, 2):
-        b.add(n, MOUTH, 1.0, 500)
+        b.add(n, MOUTH, 1.0)
         b.ack(n)
     b.choose([{0: 1.0}, {0: 100.0, 1: 1.0, 2: 50.0}], 1.5)  # slot 1 in use
     assert b.allocate(1.6) is None  # slot 2 was sent 0.6 s ago: packets may still name it
@@ -73,7 +73,7 @@ def test_a_full_bank_replaces_the_reference_unused_longest_once_quiet() -> None:
     b.choose([{0: 1.0}, {0: 1.0, 1: 50.0, 2: 50.0}], 2.2)  # back to the keyframe (1.0 < 0.8 * 50)
     assert b.allocate(3.1) == 2  # slot 2: unused since 1.0, slot 1 since 1.5
     b.reset(4.0)
-    assert not b.slots and not b.usable
+    assert not b.slots and b.choose([{0: 1.0}, {0: 1.0}], 4.1) == (0, 0)
 
 
 def mse_of(db: float) -> float:
@@ -93,7 +93,7 @@ def test_a_region_that_stays_worse_calls_for_a_reference() -> None:
     assert b.bad_regions == 0  # 0.08 s so far
     b.choose([{0: mse_of(32.0)}, {0: mse_of(26.0)}], 1.24)
     assert b.bad_regions == 0b10  # the mouth, for 0.12 s: a reference is due
-    b.add(1, 0b10, 1.24, 600)
+    b.add(1, 0b10, 1.24)
     assert b.bad_regions == 0  # and its error must build up again
 
 
@@ -237,6 +237,7 @@ def test_references_are_sent_acknowledged_and_drawn(real_call: Call) -> None:
     enc, dec = real_call.encoder, real_call.decoder
     refs = sent(real_call, wire.Reference)
     assert enc.stats.references == len(refs) >= 1
+    assert enc.stats.reference_bytes == sum(len(wire.encode(m)) for _, m in refs)
     assert dec.stats.references == len(refs) and dec.stats.reference_misses == 0
     assert all(len(m.data) < 2000 for _, m in refs)  # only the regions travel: well under a keyframe
     params = [m for _, m in sent(real_call, wire.Params)]
