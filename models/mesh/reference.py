@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from models.mesh import regions
+from models.mesh import raster, regions
 
 REGION_NAMES = ("eyes", "mouth")
 """Regions a reference can cover, in wire order (bit i of a reference's region mask; the i-th choice
@@ -39,7 +39,6 @@ FEATHER = 0.05  # blend edge width, same unit: the reference fades into the keyf
 SENT_MARGIN = 0.05  # the sent picture keeps this much more around each region (H.264 ringing at its edge)
 FILL_GREY = 128  # what the sent picture shows outside its regions (flat: nearly free for H.264)
 EYE_CORNERS = (33, 263)
-SUBPIXEL_BITS = 4
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, as codec.metrics.luma
 MAX_SLOTS = 15  # slots a renderer accepts (the wire's range): at most ~15 MB of references at 256x256
 
@@ -68,9 +67,9 @@ def region_patch(
         return None
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
     for idx in REGION_POINTS[region]:
-        local = (lm[idx, :2] - (x0, y0)) * (1 << SUBPIXEL_BITS)
+        local = (lm[idx, :2] - (x0, y0)) * (1 << raster.SUBPIXEL_BITS)
         hull = cv2.convexHull(np.rint(local).astype(np.int32))
-        cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_8, SUBPIXEL_BITS)
+        cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_8, raster.SUBPIXEL_BITS)
     mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
     out = mask.astype(np.float32) / 255.0
     if k:
@@ -150,22 +149,9 @@ class RegionWarp:
             return
         self.mask, self.box = found
         x0, y0, x1, y1 = self.box
-        tri_dst = target[triangles]  # (T, 3, 3)
-        xy = tri_dst[:, :, :2] - (x0, y0)
-        lo, hi = xy.min(1), xy.max(1)
-        inside = (hi[:, 0] >= 0) & (hi[:, 1] >= 0) & (lo[:, 0] <= x1 - x0) & (lo[:, 1] <= y1 - y0)
-        sel = np.nonzero(inside)[0]
-        homog = np.concatenate([np.transpose(xy[sel], (0, 2, 1)), np.ones((len(sel), 1, 3))], 1)
-        ok = np.abs(np.linalg.det(homog)) > 1e-6
-        sel, homog = sel[ok], homog[ok]
-        self._sel = sel  # the triangles drawn here, and (below) the map from box pixels into each
-        self._inv = np.linalg.inv(homog) if len(sel) else np.zeros((0, 3, 3))
         h, w = y1 - y0, x1 - x0
-        ids = np.full((h, w), len(sel), np.int32)  # index into sel; len(sel): no triangle
-        order = np.argsort(-tri_dst[sel, :, 2].mean(1))  # far first, near last: near wins
-        corners = np.rint((xy[sel] - 0.5) * (1 << SUBPIXEL_BITS)).astype(np.int32)
-        for i in order.tolist():
-            cv2.fillConvexPoly(ids, corners[i], i, cv2.LINE_8, SUBPIXEL_BITS)
+        # the triangles drawn here, the map from box pixels into each, and which covers each pixel
+        self._sel, self._inv, ids = raster.rasterize(target[triangles], self.box)
         self._ids = ids
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
         self._xs, self._ys = xs, ys

@@ -32,7 +32,7 @@ from scipy.spatial import Delaunay
 
 from models.device import default_device
 from models.face import N_LANDMARKS, N_MESH_LANDMARKS, _mediapipe
-from models.mesh import expression, reference
+from models.mesh import expression, raster, reference
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.pose import face_down
 from models.mesh.rig import Rig
@@ -87,7 +87,6 @@ NECK_FOLLOW_TRANS = 0.5  # ... and its translation this much less
 RING_DEPTH = 1.0  # ring points sit behind the face by this share of their distance out
 BORDER_POINTS = 8  # fixed points per frame edge
 BORDER_MARGIN = 0.04  # ring points closer than this share of the frame to a border are dropped
-SUBPIXEL_BITS = 4  # cv2 fillConvexPoly precision
 # torch intra-op threads for the CPU render: a 256x256 frame is too small to gain from more,
 # and OpenMP workers spinning against the face tracker (or any other busy core) made the
 # render 5-8x slower (16 ms -> 110-130 ms median with 2 threads on a 2-core machine).
@@ -296,23 +295,12 @@ class MeshRenderer:
         return np.concatenate([face, ring, self._border])
 
     def _triangle_ids(self, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(S, S) triangle index of every pixel (len(tri) where none) and (T+1, 6) affine maps."""
-        tri_dst = dst[self._tri]  # (T, 3, 3)
-        # Affine dst -> src per triangle: src = S_tri @ inv([dst_tri; 1]).
-        homog = np.concatenate([np.transpose(tri_dst[:, :, :2], (0, 2, 1)), np.ones((len(tri_dst), 1, 3))], 1)
-        det = np.linalg.det(homog)
-        ok = np.abs(det) > 1e-6  # degenerate triangles are never drawn
-        inv = np.zeros_like(homog)
-        inv[ok] = np.linalg.inv(homog[ok])
-        affine = np.empty((len(inv) + 1, 6), np.float32)
-        affine[:-1] = (self._src_tri @ inv).reshape(-1, 6)
+        """(S, S) index of every pixel's triangle into the returned (K+1, 6) affine maps dst -> src
+        (the last one, identity, where no triangle covers the pixel)."""
+        sel, inv, ids = raster.rasterize(dst[self._tri], (0, 0, self.size, self.size))
+        affine = np.empty((len(sel) + 1, 6), np.float32)
+        affine[:-1] = (self._src_tri[sel] @ inv).reshape(-1, 6)
         affine[-1] = (1, 0, 0, 0, 1, 0)  # pixels no triangle covers stay where they are
-        ids = np.full((self.size, self.size), len(inv), np.int32)
-        order = np.argsort(-tri_dst[:, :, 2].mean(1))  # far first, near last: near wins
-        corners = np.rint((tri_dst[:, :, :2] - 0.5) * (1 << SUBPIXEL_BITS)).astype(np.int32)
-        fill = cv2.fillConvexPoly
-        for i in order[ok[order]].tolist():
-            fill(ids, corners[i], i, cv2.LINE_8, SUBPIXEL_BITS)
         return ids, affine
 
     def source_map(self, params: FrameParams, moved: np.ndarray | None = None) -> np.ndarray:
