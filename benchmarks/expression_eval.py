@@ -49,7 +49,7 @@ from codec.encoder import FaceEncoder
 from codec.metrics import luma, psnr
 from models.face import FaceDetector, FaceMesh
 from models.mesh import expression, fit, gaussian, regions
-from models.mesh.estimator import MeshEstimator
+from models.mesh.estimator import KEYFRAME_TRACK_PASSES, MeshEstimator
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "raw"
@@ -124,21 +124,28 @@ class TimedEncoder(FaceEncoder):
         return packets
 
 
-def parse_variant(name: str) -> tuple[str, BankPolicy | None]:
-    """'learned' -> (learned, no references); 'learned@3' -> (learned, reference bank at 3 dB)."""
-    model, _, threshold = name.partition("@")
-    return model, BankPolicy(threshold_db=float(threshold)) if threshold else None
+STATIC_SUFFIX = "/static"
+
+
+def parse_variant(name: str) -> tuple[str, BankPolicy | None, int]:
+    """'learned' -> (learned, no references, tracked keyframes); 'learned@3' -> (learned, reference
+    bank at 3 dB, ...); a '/static' suffix: keyframe landmarks in MediaPipe's static-image mode, as
+    the mesh profile found them before models.mesh.estimator.KEYFRAME_TRACK_PASSES."""
+    static = name.endswith(STATIC_SUFFIX)
+    model, _, threshold = name.removesuffix(STATIC_SUFFIX).partition("@")
+    bank = BankPolicy(threshold_db=float(threshold)) if threshold else None
+    return model, bank, 0 if static else KEYFRAME_TRACK_PASSES
 
 
 def run_model(frames: list[np.ndarray], fps: float, variant: str) -> ModelRun:
-    model_name, bank = parse_variant(variant)
+    model_name, bank, passes = parse_variant(variant)
     model = expression.get(model_name)
     clock = driver.TickClock()
     enc = TimedEncoder(
         "mesh",
         SIZE,
         fps,
-        estimator=MeshEstimator(SIZE, model),
+        estimator=MeshEstimator(SIZE, model, passes),
         model=model.model_id,
         references=bank if bank is not None else False,
     )
@@ -290,8 +297,9 @@ def main() -> None:
     ap.add_argument(
         "--models",
         nargs="+",
-        default=[gaussian.MODEL_ID, "learned", "learned@2", "learned@3", "learned@5"],
-        help="expression models, MODEL@DB: with the reference bank at that threshold (codec.bank)",
+        default=[gaussian.MODEL_ID + STATIC_SUFFIX, gaussian.MODEL_ID, "learned", "learned@3", "learned@5"],
+        help="expression models, MODEL@DB: with the reference bank at that threshold (codec.bank);"
+        f" a {STATIC_SUFFIX} suffix: keyframe landmarks as MediaPipe's static-image mode finds them",
     )
     ap.add_argument("--out", type=Path, default=REPO / "results" / "expr")
     args = ap.parse_args()
@@ -313,7 +321,7 @@ def main() -> None:
         ref_series = score_clip(runs, analyzer, mesh)
         per_clip[clip] = {m: r.metrics for m, r in runs.items()}
         for m, r in runs.items():
-            (args.out / f"{clip.replace('/', '__')}__{m}.json").write_text(
+            (args.out / f"{clip.replace('/', '__')}__{m.replace('/', '-')}.json").write_text(
                 json.dumps({"clip": clip, "model": m, "frames": len(c.frames), "metrics": r.metrics}, indent=1)
             )
         for row, strength, i in sheet_candidates(clip, ref_series):

@@ -23,7 +23,7 @@ MAX_RIG_BYTES = 500
 def keyframe_landmarks() -> tuple[np.ndarray, bytes, np.ndarray]:
     """The sample photo's landmarks (as MediaPipe finds them) and the rig data the estimator sends."""
     image = cv2.resize(sample.photo(), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
-    est = MeshEstimator(SIZE)
+    est = MeshEstimator(SIZE, keyframe_passes=0)  # static-image mode: raw is what the rig codes
     try:
         raw = est._still.landmarks(image)
         aux = est.set_keyframe(image)
