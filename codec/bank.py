@@ -3,7 +3,7 @@ region of a frame is drawn from.
 
 One keyframe cannot show what it does not contain: teeth and the inside of an open mouth, closed
 eyes. The sender holds the receiver's renderer (codec.refresh.ErrorMonitor's), so every
-`errors_every`-th frame it measures each region (eyes, mouth) as the receiver will draw it
+`errors_every`-th frame it measures a region (eyes, mouth, in turn) as the receiver will draw it
 against the camera crop (models.types.ReferenceRenderer.region_errors). The first `reference_s`
 after a keyframe set what the keyframe achieves in each region (near its best); when a region then
 stays `threshold_db` worse for `hold_s` (a blink is a few frames), the current crop becomes a
@@ -36,7 +36,10 @@ LEVEL_PERCENTILE = 90  # ... near their best (a caller who talks in that second 
 SLOTS = 8  # references per keyframe (each ~0.3-1 KB on the wire, ~1 MB of memory at 256x256)
 MIN_INTERVAL_S = 1.0  # at most one reference per this long
 QUIET_S = 1.0  # a slot is reused only after going unused this long
-ERRORS_EVERY = 2  # frames between two measurements of the regions (each ~3.5 ms at 256x256 on a CPU)
+# Frames between two measurements: each measures one region, in turn (a region ~2.4 ms at 256x256 on
+# a CPU; both on one frame made it the sender's slowest after the keyframe check), so with two
+# regions each is measured every second frame.
+ERRORS_EVERY = 1
 SWITCH = 0.8  # a region changes source only for one with this share of the current one's error (~1 dB)
 
 
@@ -59,7 +62,7 @@ class BankPolicy:
     switch: float = SWITCH
     """A region moves to another source only when that one's error is below this share of the current one's."""
     errors_every: int = ERRORS_EVERY
-    """Frames between two measurements of the regions (the choice holds in between)."""
+    """Frames between two measurements, each of one region in turn (a choice holds in between)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.slots <= 15:
@@ -118,11 +121,17 @@ class ReferenceBank:
 
     def choose(self, errors: list[dict[int, float]], now: float) -> tuple[int, ...]:
         """Per region, the slot to draw it from (0: the keyframe), given per region each held source's
-        error for this frame (models.types.ReferenceRenderer.region_errors)."""
+        error for this frame (models.types.ReferenceRenderer.region_errors); a region without
+        errors ({}: not measured this frame) keeps its choice."""
         if len(errors) != self.n_regions:
             return (0,) * self.n_regions
         out = []
         for r, errs in enumerate(errors):
+            if not errs:
+                if self._choice[r]:
+                    self.slots[self._choice[r]].last_used_s = now
+                out.append(self._choice[r])
+                continue
             usable = {n: e for n, e in errs.items() if n == 0 or (n in self.slots and self.slots[n].acked)}
             if 0 not in usable:
                 usable[0] = float("inf")

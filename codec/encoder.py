@@ -95,7 +95,8 @@ class FaceEncoder(Encoder):
         self._recenter = True
         self._face_lost = False
         self._face_run = 0
-        self._region_frames = 0  # frames since the regions were last measured
+        self._region_frames = 0  # frames since a region was last measured
+        self._next_region = 0  # the region measured next (one per measured frame, in turn)
         self._last_kf_time = -1e9
         self._last_ms = 0
         # (values, capture_ms, reference slots) of the frames waiting for their message
@@ -200,11 +201,13 @@ class FaceEncoder(Encoder):
         sent = dequantize(values, self.quant)  # what the receiver decodes
         if self.bank is not None and self.monitor is not None and self.monitor.ready:
             self._region_frames += 1
-            # measured every errors_every-th frame, and never on a frame the keyframe monitor renders:
-            # no frame pays for both
+            # one region every errors_every-th frame, and never on a frame the keyframe monitor
+            # renders: no frame pays for two measurements
             if self._region_frames >= self.bank.policy.errors_every and not self.monitor.checks_next:
                 self._region_frames = 0
-                sent.references = self.bank.choose(self._bank_renderer().region_errors(sent, face), now)
+                region, self._next_region = self._next_region, (self._next_region + 1) % self.bank.n_regions
+                errors = self._bank_renderer().region_errors(sent, face, 1 << region)
+                sent.references = self.bank.choose(errors, now)
             else:
                 sent.references = self.bank.keep(now)
         if self.monitor is not None:

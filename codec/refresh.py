@@ -3,7 +3,8 @@
 The sender runs the receiver's renderer on the decoded keyframe and on the quantized parameters
 it sends, so it sees exactly what the receiver shows. Every CHECK_EVERY-th sent frame it compares
 that picture with the camera crop (PSNR of luma, at half resolution: cheap, and blind to sensor
-noise). The checks of the first REFERENCE_S after a keyframe set what this keyframe achieves for
+noise; a renderer with a preview draws it at that resolution, models.types.PreviewRenderer).
+The checks of the first REFERENCE_S after a keyframe set what this keyframe achieves for
 this caller; when the error then stays DROP_DB worse than that for HOLD_S (a light switched on, a
 hand over the face, a new pose held, the background behind a moving camera), a new keyframe is
 due. It is relative, so a grainy camera or a hard face is not refreshed forever, and rate-limited
@@ -24,7 +25,7 @@ import numpy as np
 
 from codec.api import Renderer
 from codec.metrics import psnr_y
-from models.types import FrameParams
+from models.types import FrameParams, PreviewRenderer
 
 CHECK_EVERY = 5  # frames between two checks: one extra render per 200 ms at 25 fps
 REFERENCE_S = 1.0  # checks in this long after a keyframe set its reference level
@@ -61,6 +62,12 @@ class ErrorMonitor:
     def __init__(self, renderer: Renderer, policy: RefreshPolicy | None = None) -> None:
         self.renderer = renderer
         self.policy = policy or RefreshPolicy()
+        # a renderer that can draw at the check's resolution does (the check's cost is one render)
+        self._shown = (
+            (lambda p: renderer.preview(p, CHECK_SCALE))
+            if isinstance(renderer, PreviewRenderer)
+            else (lambda p: _small(renderer.render(p)))
+        )
         self.last_psnr_db: float | None = None
         """The latest check's PSNR (dB, luma, half resolution)."""
         self.reference_db: float | None = None
@@ -102,8 +109,7 @@ class ErrorMonitor:
         if not self._ready or self._frames % self.policy.check_every:
             return None
         t0 = time.perf_counter()
-        shown = self.renderer.render(params)
-        db = psnr_y(_small(shown), _small(crop))
+        db = psnr_y(self._shown(params), _small(crop))
         self.check_ms.append((time.perf_counter() - t0) * 1000)
         self.last_psnr_db = db
         age = now - self._kf_time

@@ -11,7 +11,7 @@ depend on the codec resolution.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -132,6 +132,14 @@ class Renderer(Protocol):
         """RGB uint8 (size, size, 3) for the given parameters."""
 
 
+@runtime_checkable
+class PreviewRenderer(Renderer, Protocol):
+    """A renderer that can draw a frame at lower resolution for less (the sender's keyframe check)."""
+
+    def preview(self, params: FrameParams, scale: int) -> np.ndarray:
+        """RGB uint8 (size // scale, size // scale, 3): the frame render() draws, at 1/scale resolution."""
+
+
 class ReferenceEstimator(Estimator, Protocol):
     """An estimator whose profile can use reference pictures (codec.bank)."""
 
@@ -156,7 +164,8 @@ class ReferenceRenderer(Renderer, Protocol):
     def reference_picture(self, crop: np.ndarray, aux: bytes, regions: int) -> np.ndarray:
         """What the sender encodes for a reference of `crop`: only the regions' pixels matter."""
 
-    def region_errors(self, params: FrameParams, crop: np.ndarray) -> list[dict[int, float]]:
+    def region_errors(self, params: FrameParams, crop: np.ndarray, regions: int = -1) -> list[dict[int, float]]:
         """Per region, slot -> the error (mean squared luma) against `crop` of the frame for these
         parameters with that region drawn from that slot (0: the keyframe; every held reference
-        that covers the region): the sender draws each region from the one that serves best."""
+        that covers the region): the sender draws each region from the one that serves best.
+        Only the regions in the bit mask `regions` are measured (default all); the others are {}."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import pytest
 from conftest import read_frames
@@ -14,6 +15,7 @@ from codec import driver, wire
 from codec.bank import BankPolicy, ReferenceBank
 from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
+from codec.metrics import psnr, psnr_of_mse
 from codec.params import FrameParams, dequantize
 from models.mesh import landmarks as wire_landmarks
 from models.mesh import reference
@@ -60,6 +62,21 @@ def test_choice_has_hysteresis() -> None:
     assert b.choose([{0: 1.0}, {0: 100.0, 1: 10.0, 2: 20.0}], 2.0) == (0, 1)
     assert b.choose([{0: 1.0}, {0: 100.0, 1: 10.0, 2: 9.0}], 2.1) == (0, 1)  # 9 is not below 0.8 * 10
     assert b.choose([{0: 1.0}, {0: 100.0, 1: 10.0, 2: 7.0}], 2.2) == (0, 2)
+
+
+def test_a_region_not_measured_keeps_its_choice_and_its_slot_in_use() -> None:
+    b = bank()
+    b.add(1, MOUTH, 1.0)
+    b.ack(1)
+    assert b.choose([{0: 1.0}, {0: 100.0, 1: 1.0}], 2.0) == (0, 1)
+    assert b.choose([{0: 50.0}, {}], 2.04) == (0, 1)  # only the eyes measured: the mouth keeps slot 1
+    assert b.slots[1].last_used_s == 2.04  # ... and that counts as using it
+    assert b.region_db[1] == psnr_of_mse(1.0)  # an unmeasured region's error is not a new sample
+
+
+def test_sender_measures_only_the_regions_asked_for(renderer: MeshRenderer) -> None:
+    eyes, mouth = renderer.region_errors(zero(renderer), textured_image(7), MOUTH)
+    assert eyes == {} and set(mouth) == {0}
 
 
 def test_a_full_bank_replaces_the_reference_unused_longest_once_quiet() -> None:
@@ -329,3 +346,18 @@ def test_references_off_sends_none(frames: list[np.ndarray]) -> None:
         assert enc.bank is None and enc.stats.references == 0
     finally:
         enc.close()
+
+
+def test_preview_is_the_frame_at_half_resolution(renderer: MeshRenderer) -> None:
+    aux = wire_landmarks.encode(synthetic_landmarks(), SIZE)
+    renderer.add_reference(1, textured_image(7), aux, MOUTH)
+    assert renderer.rig is not None
+    n = renderer.rig.model.n_expr
+    for params in (
+        zero(renderer),
+        FrameParams(yaw=8.0, tx=0.02, expression=np.full(n, 0.01, np.float32), references=(0, 1)),
+    ):
+        small = cv2.resize(renderer.render(params), (SIZE // 2, SIZE // 2), interpolation=cv2.INTER_AREA)
+        shown = renderer.preview(params, 2)
+        assert shown.shape == small.shape and shown.dtype == np.uint8
+        assert psnr(small, shown) > 30.0  # the same picture (a textured test image: sharp, so aliased)

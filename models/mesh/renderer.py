@@ -162,8 +162,8 @@ class MeshRenderer:
         self._key: torch.Tensor | None = None  # (1, 4, S, S) float32: RGB and the person matte
         self._background: torch.Tensor | None = None  # (1, 3, S, S) keyframe with the person filled in
         self._segmenter = _shared_segmenter() if self.segment_background else None
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
-        self._xs, self._ys = xs, ys  # pixel centres, continuous coords
+        self._grids: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # grid size -> pixel centres
+        self._backgrounds: dict[int, torch.Tensor] = {}  # scale -> the still background at that scale
 
     def set_keyframe(self, image: np.ndarray, aux: bytes) -> None:
         if image.shape != (self.size, self.size, 3):
@@ -194,6 +194,7 @@ class MeshRenderer:
         self._key = torch.from_numpy(stack).to(self.device).permute(2, 0, 1)[None].contiguous()
         self._key_rgb = rgb
         self._background = torch.from_numpy(background).to(self.device).permute(2, 0, 1).contiguous()
+        self._backgrounds = {1: self._background}
 
     def _person_matte(self, image: np.ndarray) -> np.ndarray:
         """(S, S) float32 1 on the person (dilated), 0 on the background; all 1 when disabled."""
@@ -268,14 +269,18 @@ class MeshRenderer:
     def reference_picture(self, crop: np.ndarray, aux: bytes, regions: int) -> np.ndarray:
         return reference.sent_picture(crop, wire_landmarks.decode(aux, self.size), regions)
 
-    def region_errors(self, params: FrameParams, crop: np.ndarray) -> list[dict[int, float]]:
-        """Per region, the mean squared luma error against `crop` of that region drawn from the
-        keyframe (slot 0) and from every held reference that covers it."""
+    def region_errors(self, params: FrameParams, crop: np.ndarray, regions: int = -1) -> list[dict[int, float]]:
+        """Per region in the bit mask `regions`, the mean squared luma error against `crop` of that
+        region drawn from the keyframe (slot 0) and from every held reference that covers it; {}
+        for the regions not asked for."""
         assert self.rig is not None and self._key_source is not None
         moved = self.rig.move(params)
         crop_y = np.asarray(crop, np.float32) @ reference.LUMA
-        out = []
+        out: list[dict[int, float]] = []
         for r in range(self.n_regions):
+            if not regions >> r & 1:
+                out.append({})
+                continue
             slots = [0] + [n for n, src in sorted(self._bank.items()) if src.covered >> r & 1]
             sources = [self._key_source] + [self._bank[n] for n in slots[1:]]
             errs = reference.RegionWarp(self._face_tri, moved, self.size, r).errors(sources, crop_y)
@@ -294,51 +299,88 @@ class MeshRenderer:
         ring = self._ring + self._ring_rot * turn + self._ring_trans * t
         return np.concatenate([face, ring, self._border])
 
-    def _triangle_ids(self, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(S, S) index of every pixel's triangle into the returned (K+1, 6) affine maps dst -> src
-        (the last one, identity, where no triangle covers the pixel)."""
-        sel, inv, ids = raster.rasterize(dst[self._tri], (0, 0, self.size, self.size))
+    def _triangle_ids(self, dst: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(n, n) index of every pixel's triangle into the returned (K+1, 6) affine maps dst -> src
+        (the last one, identity, where no triangle covers the pixel); dst in the (n, n) grid's pixels."""
+        sel, inv, ids = raster.rasterize(dst[self._tri], (0, 0, n, n))
         affine = np.empty((len(sel) + 1, 6), np.float32)
         affine[:-1] = (self._src_tri[sel] @ inv).reshape(-1, 6)
-        affine[-1] = (1, 0, 0, 0, 1, 0)  # pixels no triangle covers stay where they are
+        # pixels no triangle covers stay where they are (the same place of the keyframe)
+        affine[-1] = (self.size / n, 0, 0, 0, self.size / n, 0)
         return ids, affine
+
+    def _grid(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel centres (x, y) of an (n, n) grid, continuous coords."""
+        if n not in self._grids:
+            ys, xs = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
+            self._grids[n] = (xs, ys)
+        return self._grids[n]
+
+    def _source_map(self, dst: np.ndarray, n: int) -> np.ndarray:
+        """(n, n, 2) keyframe position (its pixels) of every pixel of an (n, n) grid, for mesh
+        vertices dst given in that grid's pixels."""
+        ids, affine = self._triangle_ids(dst, n)
+        xs, ys = self._grid(n)
+        a = affine[ids]  # (n, n, 6)
+        out = np.empty((n, n, 2), np.float32)
+        out[..., 0] = a[..., 0] * xs + a[..., 1] * ys + a[..., 2]
+        out[..., 1] = a[..., 3] * xs + a[..., 4] * ys + a[..., 5]
+        return out
 
     def source_map(self, params: FrameParams, moved: np.ndarray | None = None) -> np.ndarray:
         """(S, S, 2) source position of every output pixel, continuous pixel coordinates."""
-        ids, affine = self._triangle_ids(self.vertices(params, moved))
-        a = affine[ids]  # (S, S, 6)
-        out = np.empty((self.size, self.size, 2), np.float32)
-        out[..., 0] = a[..., 0] * self._xs + a[..., 1] * self._ys + a[..., 2]
-        out[..., 1] = a[..., 3] * self._xs + a[..., 4] * self._ys + a[..., 5]
-        return out
+        return self._source_map(self.vertices(params, moved), self.size)
 
     def render(self, params: FrameParams) -> np.ndarray:
+        return self._draw(params, 1)
+
+    def preview(self, params: FrameParams, scale: int) -> np.ndarray:
+        """(S // scale, S // scale, 3) uint8: the frame render() draws, sampled once per scale x
+        scale block at its centre (where bilinear sampling of a still picture is the block's mean),
+        for the sender's keyframe check: at scale 2 about half the cost of a full render."""
+        return self._draw(params, scale)
+
+    def _draw(self, params: FrameParams, scale: int) -> np.ndarray:
         if self.rig is None or self._key is None or self._background is None:
             raise RuntimeError("render before the first keyframe")
+        n = self.size // scale
         moved = self.rig.move(params)
-        src = self.source_map(params, moved)
+        dst = self.vertices(params, moved)
+        if n != self.size:
+            moved, dst = moved.copy(), dst.copy()
+            moved[:, :2] *= n / self.size
+            dst[:, :2] *= n / self.size
+        src = self._source_map(dst, n)
         if self.device.type != "cpu":
-            out = self._sample(src)
+            out = self._sample(src, scale)
         else:
             threads = torch.get_num_threads()
             torch.set_num_threads(CPU_RENDER_THREADS)
             try:
-                out = self._sample(src)
+                out = self._sample(src, scale)
             finally:
                 torch.set_num_threads(threads)
         for region, slot in enumerate(params.references[: self.n_regions]):
             ref = self._bank.get(slot) if slot else None
             if ref is not None and ref.covered >> region & 1:  # else (lost, late, never sent): the keyframe's warp
-                reference.RegionWarp(self._face_tri, moved, self.size, region).composite(out, ref)
+                reference.RegionWarp(self._face_tri, moved, n, region).composite(out, ref)
         return out
 
-    def _sample(self, src: np.ndarray) -> np.ndarray:
+    def _sample(self, src: np.ndarray, scale: int) -> np.ndarray:
         assert self._key is not None and self._background is not None
         grid = (torch.from_numpy(src).to(self.device) * (2.0 / self.size) - 1.0)[None]
         warped = torch.nn.functional.grid_sample(
             self._key, grid, mode="bilinear", padding_mode="border", align_corners=False
         )[0]
         # The warped person over the still background (where the matte is all 1, just the warp).
-        out = torch.lerp(self._background, warped[:3], warped[3:])
+        out = torch.lerp(self._small_background(scale), warped[:3], warped[3:])
         # +0.5 then truncation rounds; uint8 before the permute keeps the copy small.
         return out.add_(0.5).clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
+
+    def _small_background(self, scale: int) -> torch.Tensor:
+        """(3, S // scale, S // scale) the still background, block means (scale 1: itself)."""
+        assert self._background is not None
+        if scale not in self._backgrounds:
+            pooled = torch.nn.functional.avg_pool2d(self._background[None], scale)[0]
+            self._backgrounds[scale] = pooled.contiguous()
+        return self._backgrounds[scale]
