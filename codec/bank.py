@@ -103,6 +103,8 @@ class ReferenceBank:
     """Per region, what the keyframe achieves there (None until measured), dB."""
     bad_regions: int = 0
     """Bit mask of the regions whose error has stayed high long enough to call for a reference."""
+    low_regions: int = 0
+    """Bit mask of the regions whose last measured error was high (held long enough or not)."""
     _choice: list[int] = field(default_factory=list)
     _last_sent_s: float = -math.inf
     _keyframe_s: float = 0.0
@@ -117,7 +119,7 @@ class ReferenceBank:
         self._last_sent_s = now  # the keyframe itself was just sent: give it time to serve
         self._keyframe_s = now
         self.region_db, self.region_level, self._first = [math.nan] * n, [None] * n, [[] for _ in range(n)]
-        self._bad_since, self.bad_regions = [None] * n, 0
+        self._bad_since, self.bad_regions, self.low_regions = [None] * n, 0, 0
 
     def choose(self, errors: list[dict[int, float]], now: float) -> tuple[int, ...]:
         """Per region, the slot to draw it from (0: the keyframe), given per region each held source's
@@ -164,7 +166,9 @@ class ReferenceBank:
         if db > level - self.policy.threshold_db:
             self._bad_since[r] = None
             self.bad_regions &= ~(1 << r)
+            self.low_regions &= ~(1 << r)
             return
+        self.low_regions |= 1 << r
         since = self._bad_since[r]
         if since is None:
             self._bad_since[r] = since = now
@@ -193,6 +197,15 @@ class ReferenceBank:
             if regions >> r & 1:
                 self._bad_since[r] = None
         self.bad_regions &= ~regions
+        self.low_regions &= ~regions
+
+    @property
+    def reference_regions(self) -> int:
+        """What a reference sent now covers: the regions that call for one, and with them every
+        region that is drawn badly now too. Regions are measured in turn, so two that go bad
+        together (a laugh: mouth and eyes) rarely call on the same frame, and a reference holds
+        each one's picture for a few hundred bytes more rather than a second reference a second later."""
+        return self.bad_regions | self.low_regions if self.bad_regions else 0
 
     def ack(self, slot: int) -> None:
         """The receiver holds the reference in `slot` (of the current keyframe)."""

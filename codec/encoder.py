@@ -217,7 +217,7 @@ class FaceEncoder(Encoder):
                 self.events.append(reason)
                 self.request_keyframe()
             elif self.bank is not None and self.bank.bad_regions and not self._keyframe_due:
-                out += self._reference(face, self.bank.bad_regions, now)
+                out += self._reference(face, self.bank.reference_regions, now)
         if self._batch and capture_ms - self._batch[-1][1] > entropy.MAX_TIME_DEV_MS:
             out += self.flush()  # a stalled source: the waiting frame goes now
         self._batch.append((values.astype(np.int64), capture_ms, sent.references or NO_REFERENCES))

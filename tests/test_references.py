@@ -114,6 +114,23 @@ def test_a_region_that_stays_worse_calls_for_a_reference() -> None:
     assert b.bad_regions == 0  # and its error must build up again
 
 
+def test_a_reference_also_covers_the_other_regions_drawn_badly_now() -> None:
+    b = bank(threshold_db=3.0, hold_s=0.1, reference_s=1.0)
+    for i in range(25):  # levels: eyes 32 dB, mouth 30 dB
+        b.choose([{0: mse_of(32.0)}, {0: mse_of(30.0)}], i / 25)
+    b.choose([{}, {0: mse_of(25.0)}], 1.04)  # the mouth goes bad first ...
+    b.choose([{0: mse_of(26.0)}, {}], 1.08)  # ... then the eyes, measured in turn
+    assert b.reference_regions == 0  # nothing has lasted the hold yet
+    b.choose([{}, {0: mse_of(25.0)}], 1.16)
+    assert b.bad_regions == MOUTH and b.reference_regions == EYES | MOUTH
+    b.add(1, EYES | MOUTH, 1.16)
+    assert b.bad_regions == 0 and b.low_regions == 0 and b.reference_regions == 0
+    b.choose([{0: mse_of(31.0)}, {}], 1.2)  # the eyes are fine again
+    b.choose([{}, {0: mse_of(25.0)}], 1.24)
+    b.choose([{}, {0: mse_of(25.0)}], 1.36)
+    assert b.reference_regions == MOUTH  # only what is drawn badly
+
+
 def test_level_is_near_the_best_of_the_first_second() -> None:
     b = bank()
     for i, db in enumerate([30, 30, 30, 20, 30, 30, 20, 30]):  # talking during the first second
