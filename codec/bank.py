@@ -130,9 +130,7 @@ class ReferenceBank:
         out = []
         for r, errs in enumerate(errors):
             if not errs:
-                if self._choice[r]:
-                    self.slots[self._choice[r]].last_used_s = now
-                out.append(self._choice[r])
+                out.append(self._hold(r, now))
                 continue
             usable = {n: e for n, e in errs.items() if n == 0 or (n in self.slots and self.slots[n].acked)}
             if 0 not in usable:
@@ -149,10 +147,14 @@ class ReferenceBank:
 
     def keep(self, now: float) -> tuple[int, ...]:
         """The current choice again, for a frame that is not measured (see ERRORS_EVERY)."""
-        for n in self._choice:
-            if n:
-                self.slots[n].last_used_s = now
-        return tuple(self._choice) if self._choice else (0,) * self.n_regions
+        return tuple(self._hold(r, now) for r in range(self.n_regions)) if self._choice else (0,) * self.n_regions
+
+    def _hold(self, r: int, now: float) -> int:
+        """Region r's current source again (a frame does not measure it); drawing from it is a use."""
+        n = self._choice[r]
+        if n:
+            self.slots[n].last_used_s = now
+        return n
 
     def _observe(self, r: int, mse: float, now: float) -> None:
         """Track region r's error as drawn; sets its bit of bad_regions when it has stayed high."""
