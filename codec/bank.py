@@ -11,7 +11,10 @@ reference picture for that region, in a free slot of the bank or in the one left
 and only once it has gone unused for `quiet_s` (so no packet still in flight names its old
 picture). The threshold is the rate knob: lower, more references, more bytes, more faithful regions.
 
-Both sides hold the same bounded bank per keyframe (a new keyframe empties it). References travel on
+Both sides hold the same bounded bank, and keep it through keyframes: a reference is placed by its
+own landmarks, so it serves the next keyframe's frames as well (a hand-held call refreshes its
+keyframe every few seconds, and an emptied bank had to be sent again each time). Only a receiver
+that lost its bank (it asked for a keyframe holding none) has it emptied. References travel on
 the reliable channel and the receiver acknowledges each; PARAMS name only acknowledged ones, so the
 sender's renderer draws exactly what the receiver draws, and a reference that is late or never
 arrives costs nothing but its use. On each measured frame and region, the sender draws the region
@@ -33,7 +36,7 @@ THRESHOLD_DB = 3.0  # a region this much worse than after the keyframe ...
 HOLD_S = 0.1  # ... for this long (3 frames at 25 fps: a blink) calls for a reference
 REFERENCE_S = 1.0  # what the keyframe achieves in a region: its frames in this long after it ...
 LEVEL_PERCENTILE = 90  # ... near their best (a caller who talks in that second must not lower the bar)
-SLOTS = 8  # references per keyframe (each ~0.3-1 KB on the wire, ~1 MB of memory at 256x256)
+SLOTS = 8  # references held (each ~0.3-1 KB on the wire, ~1 MB of memory at 256x256)
 MIN_INTERVAL_S = 1.0  # at most one reference per this long
 QUIET_S = 1.0  # a slot is reused only after going unused this long
 # Frames between two measurements: each measures one region, in turn (a region ~2.4 ms at 256x256 on
@@ -54,7 +57,7 @@ class BankPolicy:
     reference_s: float = REFERENCE_S
     """Seconds after a keyframe whose frames set each region's level."""
     slots: int = SLOTS
-    """References per keyframe (1..15)."""
+    """References held (1..15)."""
     min_interval_s: float = MIN_INTERVAL_S
     """Seconds between two references."""
     quiet_s: float = QUIET_S
@@ -85,6 +88,8 @@ class Slot:
     """The receiver holds it: frames may name it."""
     last_used_s: float = -math.inf
     """When a frame last drew a region from it."""
+    kf_id: int = 0
+    """The keyframe (modulo 256) current when it was sent: its acknowledgement names it."""
 
 
 @dataclass
@@ -111,10 +116,12 @@ class ReferenceBank:
     _first: list[list[float]] = field(default_factory=list)
     _bad_since: list[float | None] = field(default_factory=list)
 
-    def reset(self, now: float) -> None:
-        """A new keyframe: its bank starts empty and its regions' levels are measured anew."""
+    def reset(self, now: float, clear: bool = False) -> None:
+        """A new keyframe: its regions' levels are measured anew and every region starts from it; the
+        references stay, unless `clear` (the receiver has lost them)."""
         n = self.n_regions
-        self.slots = {}
+        if clear:
+            self.slots = {}
         self._choice = [0] * n
         self._last_sent_s = now  # the keyframe itself was just sent: give it time to serve
         self._keyframe_s = now
@@ -191,9 +198,10 @@ class ReferenceBank:
         ]
         return min(free, key=lambda n: max(self.slots[n].last_used_s, self.slots[n].sent_s)) if free else None
 
-    def add(self, slot: int, regions: int, now: float) -> None:
-        """A reference was sent in `slot`; frames name it once acknowledged."""
-        self.slots[slot] = Slot(regions, now)
+    def add(self, slot: int, regions: int, now: float, kf_id: int = 0) -> None:
+        """A reference was sent in `slot` while keyframe `kf_id` was current; frames name it once
+        acknowledged."""
+        self.slots[slot] = Slot(regions, now, kf_id=kf_id)
         self._last_sent_s = now
         for r in range(self.n_regions):  # their error must build up again before another
             if regions >> r & 1:
@@ -209,7 +217,8 @@ class ReferenceBank:
         each one's picture for a few hundred bytes more rather than a second reference a second later."""
         return self.bad_regions | self.low_regions if self.bad_regions else 0
 
-    def ack(self, slot: int) -> None:
-        """The receiver holds the reference in `slot` (of the current keyframe)."""
-        if slot in self.slots:
+    def ack(self, slot: int, kf_id: int = 0) -> None:
+        """The receiver holds the reference sent in `slot` under keyframe `kf_id` (an acknowledgement of
+        a picture the slot no longer holds is ignored)."""
+        if slot in self.slots and self.slots[slot].kf_id == kf_id:
             self.slots[slot].acked = True

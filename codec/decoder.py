@@ -170,7 +170,7 @@ class FaceDecoder(Decoder):
             self.header, self.renderer, self._quant = h, renderer, QuantSpec.from_list(h.steps)
             self._coder = coder
             self.kf_id, self._pending_kf, self._latest, self._frame = None, None, None, None
-            self._pending_refs = []
+            self._pending_refs, self._held_refs = [], set()  # a new renderer holds no references
             self._queue, self._newest_ms, self._time_ref = [], None, h.time_ms
             self._first_ms, self._last_ms, self.stats.expected = None, None, 0
             self._last_request = self._clock()  # the keyframe is on its way: give it time
@@ -321,10 +321,10 @@ class FaceDecoder(Decoder):
         return [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
 
     def _apply_references(self, renderer: Renderer, refs: list[tuple[int, wire.Reference, np.ndarray, bytes]]) -> None:
-        """Give the renderer the references that arrived for the keyframe it now holds."""
-        for kf_id, ref, image, aux in refs:
-            if self.kf_id is None or kf_id != self.kf_id % wire.KF_MODULO:
-                continue  # its keyframe was replaced meanwhile
+        """Give the renderer the references that arrived (once it holds a keyframe: they outlive it)."""
+        for _, ref, image, aux in refs:
+            if self.kf_id is None:
+                continue
             try:
                 renderer.add_reference(ref.slot, image, aux, ref.regions)  # type: ignore[attr-defined]
             except ValueError as exc:
@@ -364,8 +364,7 @@ class FaceDecoder(Decoder):
                 self.stats.bad_packets += 1
                 self.stats.last_error = f"keyframe: {exc}"
                 return self._frame
-            self.kf_id, self._frame = kf_id, image
-            self._held_refs = set()
+            self.kf_id, self._frame = kf_id, image  # the renderer keeps its references (codec.bank)
             self.stats.keyframes += 1
         self._apply_references(renderer, pending_refs)
         if p is None or self.kf_id is None or p.kf_id != self.kf_id % wire.PARAMS_KF_MODULO:

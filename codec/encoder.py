@@ -93,6 +93,7 @@ class FaceEncoder(Encoder):
         self._header_sent = False
         self._keyframe_due = True
         self._recenter = True
+        self._clear_bank = False  # the receiver lost its references: the next keyframe empties the bank
         self._face_lost = False
         self._face_run = 0
         self._region_frames = 0  # frames since a region was last measured
@@ -136,6 +137,7 @@ class FaceEncoder(Encoder):
 
     def restart(self) -> None:
         self._header_sent = False
+        self._clear_bank = True
         self._last_kf_time = -1e9
         self.request_keyframe()
 
@@ -232,7 +234,8 @@ class FaceEncoder(Encoder):
         if self.monitor is not None:
             self.monitor.keyframe(decoded, aux, now)
         if self.bank is not None:
-            self.bank.reset(now)
+            self.bank.reset(now, clear=self._clear_bank)
+        self._clear_bank = False
         self.kf_id = (self.kf_id + 1) % wire.KF_MODULO
         self._keyframe_due = False
         back = [self._face_back()] if self._face_lost else []  # the keyframe itself shows the face
@@ -268,7 +271,7 @@ class FaceEncoder(Encoder):
             return []
         msg = wire.Reference(self.kf_id, slot, regions, wire.pack_keyframe(wire.Keyframe(h264, aux)))
         packet = self._emit(msg, reliable=True)
-        self.bank.add(slot, regions, now)
+        self.bank.add(slot, regions, now, self.kf_id % wire.KF_MODULO)
         self.stats.references += 1
         self.stats.reference_bytes += len(packet.data)
         names = "+".join(n for i, n in enumerate(renderer.region_names) if regions >> i & 1)
@@ -307,14 +310,15 @@ class FaceEncoder(Encoder):
         if isinstance(msg, wire.ControlMessage) and msg.code == wire.Control.KEYFRAME_REQUEST:
             # Answered at the next frame, at most one keyframe per KEYFRAME_MIN_INTERVAL_S (a
             # request cannot make us flood the link). A receiver with no keyframe at all (-1)
-            # may have restarted without the session header: send that again too.
+            # may have restarted without the session header: send that again too, and its
+            # reference bank is gone.
             if msg.arg < 0:
                 self._header_sent = False
+                self._clear_bank = True
             self.request_keyframe()
         elif isinstance(msg, wire.ControlMessage) and msg.code == wire.Control.REFERENCE_ACK and self.bank is not None:
             kf_id, slot = wire.parse_ack(msg.arg)
-            if kf_id == self.kf_id % wire.KF_MODULO:
-                self.bank.ack(slot)
+            self.bank.ack(slot, kf_id)
         return []  # KEYFRAME_ACK needs no action: every PARAMS message decodes on its own
 
     def close(self) -> None:

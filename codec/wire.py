@@ -5,7 +5,7 @@ first element packs (version << 4) | kind.
     KEYFRAME   [tv, kf_id, index, count, chunk]                                             reliable
                chunks of a keyframe message {h264, aux} (Keyframe, pack_keyframe)
     REFERENCE  [tv, kf_id, slot, regions, {h264, aux}]                                      reliable
-               a reference picture of the bank of keyframe kf_id (Reference; one message)
+               a reference picture for the bank, sent under keyframe kf_id (Reference; one message)
     CONTROL    [tv, code, arg]                                                              reliable
     PARAMS     0b01KKKKNR, capture ms mod 2**16 (2 bytes, big-endian), [references],        unordered,
                range-coded frames                                                           no retransmits
@@ -52,7 +52,7 @@ PARAMS_NO_FACE_BIT = 0x02
 PARAMS_REFS_BIT = 0x01
 PARAMS_FIXED_BYTES = 3
 REF_REGIONS = 2  # regions a frame may draw from references (models.mesh.reference.REGION_NAMES)
-REF_SLOTS = 15  # reference slots 1..15 per keyframe on the wire (a bank holds fewer)
+REF_SLOTS = 15  # reference slots 1..15 on the wire (a bank holds fewer)
 V1_BYE = bytes([0x93, 0x14, 0x03, 0x00])  # [(1 << 4) | CONTROL, BYE, 0]: what a v1 peer understands
 
 
@@ -171,10 +171,12 @@ class ControlMessage:
 
 @dataclass(frozen=True)
 class Reference:
-    """A reference picture for the bank of keyframe kf_id (the payload is a Keyframe message)."""
+    """A reference picture for the bank (the payload is a Keyframe message). The bank outlives
+    keyframes: the picture is placed by its own landmarks."""
 
     kf_id: int
-    """Keyframe whose bank it joins, modulo 256."""
+    """The sender's keyframe when it was sent, modulo 256 (a receiver that does not hold that one
+    refuses it, and its acknowledgement names it)."""
     slot: int
     """Bank slot, 1..REF_SLOTS (it replaces what the slot held)."""
     regions: int

@@ -157,9 +157,9 @@ class ReferenceRenderer(Renderer, Protocol):
     """The regions, in the order of FrameParams.references and of the regions bit masks."""
 
     def add_reference(self, slot: int, image: np.ndarray, aux: bytes, regions: int) -> None:
-        """Hold a decoded reference picture in `slot` of the current keyframe's bank (replacing what
-        the slot held); `regions`: bit mask of the regions it is for. Raises ValueError when aux or
-        the picture is unusable. A new keyframe empties the bank."""
+        """Hold a decoded reference picture in `slot` of the bank (replacing what the slot held);
+        `regions`: bit mask of the regions it is for. Raises ValueError when aux or the picture is
+        unusable. The bank outlives keyframes: a reference serves every later keyframe's frames."""
 
     def reference_picture(self, crop: np.ndarray, aux: bytes, regions: int) -> np.ndarray:
         """What the sender encodes for a reference of `crop`: only the regions' pixels matter."""

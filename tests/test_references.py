@@ -89,8 +89,28 @@ def test_a_full_bank_replaces_the_reference_unused_longest_once_quiet() -> None:
     assert b.allocate(2.1) == 2  # slot 1 is the current choice: never replaced
     b.choose([{0: 1.0}, {0: 1.0, 1: 50.0, 2: 50.0}], 2.2)  # back to the keyframe (1.0 < 0.8 * 50)
     assert b.allocate(3.1) == 2  # slot 2: unused since 1.0, slot 1 since 1.5
+
+
+def test_a_new_keyframe_keeps_the_references_unless_the_receiver_lost_them() -> None:
+    b = bank(min_interval_s=0.0)
+    b.add(1, MOUTH, 1.0)
+    b.ack(1)
+    assert b.choose([{0: 1.0}, {0: 100.0, 1: 1.0}], 1.5) == (0, 1)
     b.reset(4.0)
-    assert not b.slots and b.choose([{0: 1.0}, {0: 1.0}], 4.1) == (0, 0)
+    assert set(b.slots) == {1} and b.slots[1].acked
+    assert b.keep(4.0) == (0, 0)  # every region starts from the new keyframe ...
+    assert b.choose([{0: 1.0}, {0: 100.0, 1: 1.0}], 4.1) == (0, 1)  # ... and may go back to the reference
+    b.reset(5.0, clear=True)
+    assert not b.slots and b.choose([{0: 1.0}, {0: 100.0, 1: 1.0}], 5.1) == (0, 0)
+
+
+def test_an_acknowledgement_counts_only_for_the_picture_it_names() -> None:
+    b = bank()
+    b.add(1, MOUTH, 1.0, kf_id=3)
+    b.ack(1, kf_id=2)  # the slot's earlier picture, sent under keyframe 2
+    assert not b.slots[1].acked
+    b.ack(1, kf_id=3)
+    assert b.slots[1].acked
 
 
 def mse_of(db: float) -> float:
@@ -220,13 +240,27 @@ def test_bad_references_are_refused(
         renderer.add_reference(slot, np.zeros(shape, np.uint8), aux, regions)
 
 
-def test_a_new_keyframe_empties_the_bank() -> None:
+def test_the_bank_outlives_a_keyframe() -> None:
+    """A reference is placed by its own landmarks: after a keyframe of the face elsewhere in the crop,
+    the mouth drawn from it is its picture, moved with the face."""
     r = MeshRenderer(SIZE, segment_background=False)
-    aux = wire_landmarks.encode(synthetic_landmarks(), SIZE)
+    lm = synthetic_landmarks()
+    aux = wire_landmarks.encode(lm, SIZE)
+    other = textured_image(2)
     r.set_keyframe(textured_image(1), aux)
-    r.add_reference(2, textured_image(2), aux, EYES | MOUTH)
-    r.set_keyframe(textured_image(1), aux)
-    assert r.references == {}
+    r.add_reference(2, other, aux, EYES | MOUTH)
+    dx, dy = 4, 3
+    moved = lm.copy()
+    moved[:, 0] += dx
+    moved[:, 1] += dy
+    r.set_keyframe(textured_image(5), wire_landmarks.encode(moved, SIZE))
+    assert r.references == {2: EYES | MOUTH}
+    assert r.rig is not None
+    out = r.render(zero(r, (0, 2)))
+    full = reference.region_mask(r.rig.landmarks, 1, SIZE, feather=reference.FEATHER) > 0.999
+    assert full.sum() > 200
+    shifted = np.roll(other, (dy, dx), axis=(0, 1))
+    assert np.abs(out[full].astype(int) - shifted[full]).max() <= 2
 
 
 # -- a real call in memory ---------------------------------------------------------------------
@@ -351,6 +385,58 @@ def test_references_for_another_keyframe_or_undecodable_are_not_acknowledged(rea
     junk = wire.Reference(kf, 1, MOUTH, wire.pack_keyframe(wire.Keyframe(b"\x00\x00\x01junk", b"")))
     assert dec.receive(wire.encode(junk)) == []
     assert dec.stats.bad_packets == 1 and dec.stats.last_error.startswith("reference: ")
+
+
+class RefreshingEncoder(FaceEncoder):
+    """Asks for a new keyframe at one frame, as the sender's own refresh would."""
+
+    refresh_at = 60
+
+    def encode(self, frame: np.ndarray, capture_ms: int) -> list:
+        if self.stats.frames == self.refresh_at:
+            self.request_keyframe()
+        return super().encode(frame, capture_ms)
+
+
+def test_references_serve_the_next_keyframe_on_both_sides(frames: list[np.ndarray]) -> None:
+    clock = driver.TickClock()
+    enc = RefreshingEncoder("mesh", SIZE, FPS, references=BankPolicy(threshold_db=2.0))
+    dec = FaceDecoder(clock=clock)
+    try:
+        ticks = list(driver.run(frames, enc, dec, FPS, clock=clock, render_at=lambda i: True))
+        c = Call(enc, dec, ticks)
+        chunks = sent(c, wire.KeyframeChunk)
+        assert len({m.kf_id for _, m in chunks}) >= 2
+        second = chunks[-1][0]  # reliable index of the new keyframe's last chunk
+        before = {m.slot for i, m in sent(c, wire.Reference) if i < second}
+        assert before, "no reference before the refresh"
+        after = [m for _, m in sent(c, wire.Params) if m.refs and m.kf_id == enc.kf_id % wire.PARAMS_KF_MODULO]
+        assert any(set(m.frame_refs(i)) & before for m in after for i in range(len(m.frames)))
+        assert dec.stats.reference_misses == 0
+        assert enc.monitor is not None and dec.renderer is not None
+        last = after[-1]
+        for i, values in enumerate(last.frames):
+            p, q = dequantize(values, enc.quant), dequantize(values, enc.quant)
+            p.references = q.references = last.frame_refs(i)
+            assert np.array_equal(enc.monitor.renderer.render(p), dec.renderer.render(q))
+    finally:
+        enc.close()
+
+
+def test_only_a_receiver_that_lost_its_bank_gets_it_emptied(frames: list[np.ndarray]) -> None:
+    enc = FaceEncoder("mesh", SIZE, FPS, references=BankPolicy(threshold_db=2.0))
+    try:
+        enc.encode(frames[0], 0)
+        assert enc.bank is not None and enc.stats.keyframes == 1
+        enc.bank.add(1, MOUTH, 0.5)
+        enc.receive(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, 0)))  # a keyframe lost
+        enc.encode(frames[1], 600)
+        assert enc.stats.keyframes == 2 and set(enc.bank.slots) == {1}
+        enc.receive(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, -1)))  # restarted: holds nothing
+        enc.encode(frames[2], 1200)
+        assert enc.stats.keyframes == 3 and enc.bank.slots == {}
+    finally:
+        enc.close()
 
 
 def test_references_off_sends_none(frames: list[np.ndarray]) -> None:

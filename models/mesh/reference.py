@@ -15,7 +15,7 @@ over the keyframe warp with a feathered mask of the region around the frame's la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -127,6 +127,12 @@ def make_source(picture: np.ndarray, lm: np.ndarray, covered: int, triangles: np
     image = np.concatenate([picture.astype(np.float32), valid[..., None]], 2)
     src = np.asarray(lm[:, :2], np.float64)
     return Source(image, np.asarray(lm, np.float64), covered, np.transpose(src[triangles], (0, 2, 1)))
+
+
+def retriangulate(src: Source, triangles: np.ndarray) -> Source:
+    """The same picture on another keyframe's face triangles (the bank outlives its keyframe)."""
+    pts = np.asarray(src.landmarks[:, :2], np.float64)
+    return replace(src, src_tri=np.transpose(pts[triangles], (0, 2, 1)))
 
 
 def face_triangles(lm: np.ndarray, n_face: int) -> np.ndarray:

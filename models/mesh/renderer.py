@@ -156,7 +156,7 @@ class MeshRenderer:
         self.segment_background = SEGMENT_BACKGROUND if segment_background is None else segment_background
         """Keep the keyframe's background still (selfie segmentation of each keyframe)."""
         self.rig: Rig | None = None
-        self._bank: dict[int, reference.Source] = {}  # slot -> reference of the current keyframe
+        self._bank: dict[int, reference.Source] = {}  # slot -> reference (kept through keyframes)
         self._key_source: reference.Source | None = None  # the keyframe itself, as a region source
         self._face_tri = np.zeros((0, 3), np.int64)  # the keyframe's face triangles, shared by its bank
         self._key: torch.Tensor | None = None  # (1, 4, S, S) float32: RGB and the person matte
@@ -172,11 +172,13 @@ class MeshRenderer:
 
     def set_rig(self, rig: Rig, image: np.ndarray) -> None:
         self.rig = rig
-        self._bank = {}  # a reference belongs to its keyframe's rig and crop
         self._set_layers(image, segment=self.segment_background)
         self._build_mesh(rig)
         all_regions = (1 << self.n_regions) - 1
         self._key_source = reference.make_source(self._key_rgb, rig.landmarks, all_regions, self._face_tri)
+        # the bank outlives the keyframe: a reference is placed by its own landmarks, on the new
+        # keyframe's triangles (codec.bank)
+        self._bank = {n: reference.retriangulate(src, self._face_tri) for n, src in self._bank.items()}
 
     @property
     def segments_background(self) -> bool:
