@@ -13,7 +13,7 @@ picture). The threshold is the rate knob: lower, more references, more bytes, mo
 
 Both sides hold the same bounded bank, and keep it through keyframes: a reference is placed by its
 own landmarks, so it serves the next keyframe's frames as well (a hand-held call refreshes its
-keyframe every few seconds, and an emptied bank had to be sent again each time). Only a receiver
+keyframe every few seconds, and an emptied bank would be sent again after each). Only a receiver
 that lost its bank (it asked for a keyframe holding none) has it emptied. References travel on
 the reliable channel and the receiver acknowledges each; PARAMS name only acknowledged ones, so the
 sender's renderer draws exactly what the receiver draws, and a reference that is late or never
