@@ -78,7 +78,7 @@ class FaceDecoder(Decoder):
         self._quant = QuantSpec()
         self._assembler = wire.KeyframeAssembler()
         self._pending_kf: tuple[int, np.ndarray, bytes] | None = None
-        self._pending_refs: list[tuple[int, wire.Reference, np.ndarray, bytes]] = []  # (kf_id, msg, picture, aux)
+        self._pending_refs: list[tuple[wire.Reference, np.ndarray, bytes]] = []  # (msg, picture, aux)
         self._outbox: list[Packet] = []  # replies render() produced, sent by the next poll()
         self._held_refs: set[int] = set()  # slots of the renderer's bank (render side)
         self._coder: entropy.Coder | None = None
@@ -212,8 +212,8 @@ class FaceDecoder(Decoder):
             return []  # never acknowledged: the sender never names it
         with self._lock:
             # bounded: a sender can only replace slots, and a flood of them keeps the newest
-            self._pending_refs = [r for r in self._pending_refs if r[1].slot != ref.slot][-wire.REF_SLOTS :]
-            self._pending_refs.append((ref.kf_id, ref, image, kf.aux))
+            self._pending_refs = [r for r in self._pending_refs if r[0].slot != ref.slot][-wire.REF_SLOTS :]
+            self._pending_refs.append((ref, image, kf.aux))
         ack = wire.ControlMessage(wire.Control.REFERENCE_ACK, wire.ack_arg(ref.kf_id, ref.slot))
         return [Packet(wire.encode(ack), True)]
 
@@ -320,9 +320,9 @@ class FaceDecoder(Decoder):
         self.error = reason
         return [Packet(wire.encode(wire.ControlMessage(wire.Control.BYE, 0)), True)]
 
-    def _apply_references(self, renderer: Renderer, refs: list[tuple[int, wire.Reference, np.ndarray, bytes]]) -> None:
+    def _apply_references(self, renderer: Renderer, refs: list[tuple[wire.Reference, np.ndarray, bytes]]) -> None:
         """Give the renderer the references that arrived (once it holds a keyframe: they outlive it)."""
-        for _, ref, image, aux in refs:
+        for ref, image, aux in refs:
             if self.kf_id is None:
                 continue
             try:

@@ -271,7 +271,7 @@ class FaceEncoder(Encoder):
             return []
         msg = wire.Reference(self.kf_id, slot, regions, wire.pack_keyframe(wire.Keyframe(h264, aux)))
         packet = self._emit(msg, reliable=True)
-        self.bank.add(slot, regions, now, self.kf_id % wire.KF_MODULO)
+        self.bank.add(slot, regions, now, self.kf_id)
         self.stats.references += 1
         self.stats.reference_bytes += len(packet.data)
         names = "+".join(n for i, n in enumerate(renderer.region_names) if regions >> i & 1)

@@ -125,14 +125,17 @@ def make_source(picture: np.ndarray, lm: np.ndarray, covered: int, triangles: np
     n_all = (1 << len(REGION_NAMES)) - 1
     valid = np.ones((size, size), np.float32) if covered == n_all else regions_mask(lm, covered, size)
     image = np.concatenate([picture.astype(np.float32), valid[..., None]], 2)
-    src = np.asarray(lm[:, :2], np.float64)
-    return Source(image, np.asarray(lm, np.float64), covered, np.transpose(src[triangles], (0, 2, 1)))
+    return Source(image, np.asarray(lm, np.float64), covered, _triangle_vertices(lm, triangles))
 
 
 def retriangulate(src: Source, triangles: np.ndarray) -> Source:
     """The same picture on another keyframe's face triangles (the bank outlives its keyframe)."""
-    pts = np.asarray(src.landmarks[:, :2], np.float64)
-    return replace(src, src_tri=np.transpose(pts[triangles], (0, 2, 1)))
+    return replace(src, src_tri=_triangle_vertices(src.landmarks, triangles))
+
+
+def _triangle_vertices(lm: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(T, 2, 3) vertex columns of the triangles (T, 3) on landmarks lm (N, >=2) px."""
+    return np.transpose(np.asarray(lm[:, :2], np.float64)[triangles], (0, 2, 1))
 
 
 def face_triangles(lm: np.ndarray, n_face: int) -> np.ndarray:
