@@ -218,6 +218,9 @@ class Coder:
         ]
         self._scale_lists = [[float(v) for v in s] for s in self._scales]
         self._family_lists = [[int(v) for v in f] for f in self._families]
+        # Where every value is known (encoding, and checking a trimmed message), the means are too:
+        # the values go to the coder one call per run of the same family, in the same order.
+        self._runs = [_family_runs(f) for f in self._family_lists]
 
     def _code_frame(self, coder: object, ctx: int, x: np.ndarray | None, prev: np.ndarray | None) -> np.ndarray:
         """Encode x (coder is a RangeEncoder) or decode a frame (x None, RangeDecoder), value by value:
@@ -240,30 +243,56 @@ class Coder:
             resid[i] = out[i] - base[i]
         return np.array(out, np.int64)
 
+    def _means(self, ctx: int, x: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+        """(n,) float64 mean of every value of a known frame x, exactly as _code_frame predicts them
+        one by one (integer products, one division by a power of two, the same clipping)."""
+        base = np.zeros(self.n, np.int64) if prev is None else prev
+        mean_q = self._weights[ctx] @ (x - base)  # strictly lower-triangular: value i sees j < i only
+        return np.clip(base + mean_q / (1 << PREDICT_BITS), -INT8_MAX, INT8_MAX)
+
+    def _encode_known(self, enc: object, ctx: int, x: np.ndarray, means: np.ndarray) -> None:
+        scales = self._scales[ctx]
+        for lo, hi, family in self._runs[ctx]:
+            enc.encode(x[lo:hi].astype(np.int32), _MODELS[family], means[lo:hi], scales[lo:hi])  # type: ignore[attr-defined]
+
+    def _decodes_known(self, dec: object, ctx: int, x: np.ndarray, means: np.ndarray) -> bool:
+        """Whether dec (a RangeDecoder) yields the known frame x. Decoding a run with the means of x
+        is exact: up to the first wrong value they are the means a real decode would use, and from
+        there on the answer is no either way."""
+        scales = self._scales[ctx]
+        for lo, hi, family in self._runs[ctx]:
+            got = dec.decode(_MODELS[family], means[lo:hi], scales[lo:hi])  # type: ignore[attr-defined]
+            if not np.array_equal(got, x[lo:hi]):
+                return False
+        return True
+
     def encode(self, frames: list[np.ndarray], times_ms: list[int]) -> bytes:
         """Values (int, pose first) of 1..MAX_BATCH consecutive frames -> bytes (shortest that decode)."""
         if not 1 <= len(frames) <= MAX_BATCH or len(times_ms) != len(frames):
             raise ValueError(f"a message carries 1..{MAX_BATCH} frames")
-        enc = constriction.stream.queue.RangeEncoder()
-        enc.encode(np.array([len(frames) - 1], np.int32), _COUNT)
-        for a, b in itertools.pairwise(times_ms):
-            dev = int(np.clip(b - a - round(self.period_ms), -MAX_TIME_DEV_MS, MAX_TIME_DEV_MS))
-            enc.encode(np.array([dev], np.int32), _TIME, np.array([0.0]), np.array([TIME_SCALE_MS]))
-        prev = None
-        for x in frames:
-            x = np.asarray(x, np.int64)
+        want = [np.asarray(x, np.int64) for x in frames]
+        for x in want:
             if x.shape != (self.n,) or np.any(np.abs(x) > INT8_MAX):
                 raise ValueError(f"need {self.n} values within +-{INT8_MAX}")
-            prev = self._code_frame(enc, 0 if prev is None else 1, x, prev)
+        devs = [
+            int(np.clip(b - a - round(self.period_ms), -MAX_TIME_DEV_MS, MAX_TIME_DEV_MS))
+            for a, b in itertools.pairwise(times_ms)
+        ]
+        enc = constriction.stream.queue.RangeEncoder()
+        enc.encode(np.array([len(frames) - 1], np.int32), _COUNT)
+        for dev in devs:
+            enc.encode(np.array([dev], np.int32), _TIME, np.array([0.0]), np.array([TIME_SCALE_MS]))
+        means = [self._means(0 if k == 0 else 1, x, want[k - 1] if k else None) for k, x in enumerate(want)]
+        for k, x in enumerate(want):
+            self._encode_known(enc, 0 if k == 0 else 1, x, means[k])
         full = enc.get_compressed().astype(">u4").tobytes()
-        want = [np.asarray(f, np.int64) for f in frames]
         best = full
         # The coder flushes whole 32-bit words; the decoder pads with zeros, so a shorter prefix
         # (or the prefix rounded up by one) often decodes the same: keep the shortest that does.
         for length in range(len(full) - 1, -1, -1):
             ok = None
             for cand in (full[:length], _increment(full[:length])):
-                if cand is not None and self._decodes_to(cand, want):
+                if cand is not None and self._decodes_to(cand, want, means, devs):
                     ok = cand
                     break
             if ok is None:
@@ -271,18 +300,25 @@ class Coder:
             best = ok
         return best
 
-    def _decodes_to(self, data: bytes, want: list[np.ndarray]) -> bool:
+    def _decodes_to(self, data: bytes, want: list[np.ndarray], means: list[np.ndarray], devs: list[int]) -> bool:
         try:
-            got, _ = self.decode(data)
-        except EntropyError:
+            dec = constriction.stream.queue.RangeDecoder(_words(data))
+            if int(dec.decode(_COUNT, 1)[0]) != len(want) - 1:
+                return False
+            for dev in devs:
+                if int(dec.decode(_TIME, np.array([0.0]), np.array([TIME_SCALE_MS]))[0]) != dev:
+                    return False
+            return all(
+                self._decodes_known(dec, 0 if k == 0 else 1, x, m)
+                for k, (x, m) in enumerate(zip(want, means, strict=True))
+            )
+        except Exception:  # constriction asserts on data that no model could produce: not a decode
             return False
-        return len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
 
     def decode(self, data: bytes) -> tuple[list[np.ndarray], list[int]]:
         """bytes -> (frames' int values, each frame's capture offset in ms from the first)."""
-        words = np.frombuffer(data + b"\0" * (-len(data) % 4 + 8), ">u4").astype(np.uint32)
         try:
-            dec = constriction.stream.queue.RangeDecoder(words)
+            dec = constriction.stream.queue.RangeDecoder(_words(data))
             count = int(dec.decode(_COUNT, 1)[0]) + 1
             offsets = [0]
             for _ in range(count - 1):
@@ -297,6 +333,22 @@ class Coder:
         except Exception as exc:  # constriction asserts on data that no model could produce
             raise EntropyError(f"malformed params: entropy-coded values ({type(exc).__name__})") from None
         return frames, offsets
+
+
+def _words(data: bytes) -> np.ndarray:
+    """A message's bytes as the coder's 32-bit words, padded with zeros (and two spare words)."""
+    return np.frombuffer(data + b"\0" * (-len(data) % 4 + 8), ">u4").astype(np.uint32)
+
+
+def _family_runs(families: list[int]) -> list[tuple[int, int, int]]:
+    """[(start, end, family)] of the consecutive values that share a family."""
+    runs: list[tuple[int, int, int]] = []
+    for i, f in enumerate(families):
+        if runs and runs[-1][2] == f:
+            runs[-1] = (runs[-1][0], i + 1, f)
+        else:
+            runs.append((i, i + 1, f))
+    return runs
 
 
 def _increment(prefix: bytes) -> bytes | None:
