@@ -232,7 +232,8 @@ class Coder:
         for i in range(self.n):
             row = w[i]
             mean_q = sum(row[j] * resid[j] for j in range(i)) if row else 0  # exact integers
-            mean = min(max(base[i] + mean_q / (1 << PREDICT_BITS), -INT8_MAX), INT8_MAX)
+            # float always: a clipped mean would be an int, which constriction refuses
+            mean = float(min(max(base[i] + mean_q / (1 << PREDICT_BITS), -INT8_MAX), INT8_MAX))
             model = _MODELS[fam[i]]
             m, s = np.array([mean]), np.array([scales[i]])
             if x is not None:

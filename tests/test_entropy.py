@@ -65,6 +65,23 @@ def test_round_trip_real_sequences(real_values: list[np.ndarray], batch: int) ->
             assert all(np.array_equal(a, b) for a, b in zip(frames, chunk, strict=True))
 
 
+def test_round_trip_jittered_times_and_extreme_values() -> None:
+    """Trimming a message to its shortest decodable prefix must keep every value and every frame
+    time, also where the last coded symbols are improbable (the tail is what trimming cuts)."""
+    model = entropy.load("mesh", MESH_N_EXPR, BASIS)
+    coder = _coder(model)
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        batch = int(rng.integers(1, entropy.MAX_BATCH + 1))
+        spread = int(rng.choice([1, 3, 40, INT8_MAX]))
+        frames = [rng.integers(-spread, spread + 1, model.n) for _ in range(batch)]
+        gaps = rng.choice([40, 41, 38, 0, 40 + entropy.MAX_TIME_DEV_MS], batch - 1)
+        times = [0, *np.cumsum(gaps).tolist()]
+        got, offsets = coder.decode(coder.encode(frames, times))
+        assert offsets == times
+        assert all(np.array_equal(a, b) for a, b in zip(got, frames, strict=True))
+
+
 def test_fitted_model_beats_v1_and_quant_knob_trades_rate(real_values: list[np.ndarray]) -> None:
     model = entropy.load("mesh", MESH_N_EXPR, BASIS)
     assert model.name != "generic", "the shipped model for the mesh profile is missing"
