@@ -262,24 +262,33 @@ def score_clip(runs: dict[str, ModelRun], analyzer: fm.FaceAnalyzer, mesh: FaceM
 
 
 def sheet_candidates(clip: str, ref_series: dict[str, list[float]]) -> list[tuple[str, float, int]]:
-    """(row, strength, frame index) of this clip's strongest frown, eye closure, mouth opening, gaze shift."""
-    out = []
+    """(row, strength, frame index) of this clip's strongest frown, eye closure, mouth opening, gaze
+    shift. Strength: the input's deviation from its median in standard deviations (gaze: as is)."""
     idx = [int(i) for i in ref_series["index"]]
-    for row, key, sign in (
-        ("frown", "brow_gap", -1),
-        ("eyes closed", "eye_open", -1),
-        ("mouth open", "mouth_open", 1),
-        ("gaze shift", "gaze_x", 0),
-    ):
+
+    def z(key: str, sign: int) -> np.ndarray:
         v = np.asarray(ref_series[key], np.float64)
         if np.isfinite(v).sum() < 4:
+            return np.full(len(v), np.nan)
+        return sign * (v - np.nanmedian(v)) / (np.nanstd(v) + 1e-9)
+
+    # A frown draws the inner brows together AND lowers them: a narrower gap alone is also what a
+    # smile's cheek raise or a turned head does to the dlib brow points.
+    gap, low = z("brow_gap", -1), z("brow_raise", -1)
+    frown = np.where((gap > 0) & (low > 0), gap + low, np.nan)
+    gaze = np.asarray(ref_series["gaze_x"], np.float64)
+    rows = (
+        ("frown", frown),
+        ("eyes closed", z("eye_open", -1)),
+        ("mouth open", z("mouth_open", 1)),
+        ("gaze shift", np.abs(gaze - np.nanmedian(gaze)) if np.isfinite(gaze).sum() >= 4 else gaze * np.nan),
+    )
+    out = []
+    for row, dev in rows:
+        if not np.isfinite(dev).any():
             continue
-        dev = v - np.nanmedian(v)
-        dev = np.abs(dev) if sign == 0 else sign * dev
-        dev = np.where(np.isfinite(dev), dev, -np.inf)
-        j = int(np.argmax(dev))
-        scale = np.nanstd(v) + 1e-9 if row != "gaze shift" else 1.0
-        out.append((row, float(dev[j] / scale), idx[j]))
+        j = int(np.nanargmax(dev))
+        out.append((row, float(dev[j]), idx[j]))
     return out
 
 

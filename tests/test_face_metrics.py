@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.expression_eval import sheet_candidates
 from benchmarks.harness import face_metrics as fm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,3 +122,23 @@ def test_missing_models_is_one_clear_error(tmp_path: Path) -> None:
         return
     with pytest.raises(fm.FaceModelsMissing, match=r"shape_predictor_68_face_landmarks\.dat is missing"):
         fm.FaceAnalyzer(tmp_path)
+
+
+def test_contact_sheet_frown_needs_lowered_brows() -> None:
+    """The frown row takes the frame whose inner brows come together AND come down, not one where
+    only the gap narrows (a smile's cheek raise does that to the dlib brow points)."""
+    n = 20
+    series = {
+        "index": list(range(n)),
+        "brow_gap": [0.5] * n,
+        "brow_raise": [0.3] * n,
+        "eye_open": [0.3] * n,
+        "mouth_open": [0.0] * n,
+        "gaze_x": [0.0] * n,
+    }
+    series["brow_gap"][4], series["brow_raise"][4] = 0.30, 0.32  # narrower gap, brows up: not a frown
+    series["brow_gap"][9], series["brow_raise"][9] = 0.42, 0.25  # narrower and lower: the frown
+    series["mouth_open"][13] = 0.2
+    rows = {row: i for row, _, i in sheet_candidates("clip", series)}
+    assert rows["frown"] == 9
+    assert rows["mouth open"] == 13
