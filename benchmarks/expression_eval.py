@@ -263,24 +263,26 @@ def score_clip(runs: dict[str, ModelRun], analyzer: fm.FaceAnalyzer, mesh: FaceM
 
 def sheet_candidates(clip: str, ref_series: dict[str, list[float]]) -> list[tuple[str, float, int]]:
     """(row, strength, frame index) of this clip's strongest frown, eye closure, mouth opening, gaze
-    shift. Strength: the input's deviation from its median in standard deviations (gaze: as is)."""
+    shift. Strength: the input's deviation from its own median, in the feature's units (scale-free
+    already: eye distances, eye aspect ratio), so the row shows the clip that moves the most, not the
+    one whose few frames of noise are the most standard deviations away."""
     idx = [int(i) for i in ref_series["index"]]
 
-    def z(key: str, sign: int) -> np.ndarray:
+    def dev(key: str, sign: int) -> np.ndarray:
         v = np.asarray(ref_series[key], np.float64)
         if np.isfinite(v).sum() < 4:
             return np.full(len(v), np.nan)
-        return sign * (v - np.nanmedian(v)) / (np.nanstd(v) + 1e-9)
+        return sign * (v - np.nanmedian(v))
 
     # A frown draws the inner brows together AND lowers them: a narrower gap alone is also what a
     # smile's cheek raise or a turned head does to the dlib brow points.
-    gap, low = z("brow_gap", -1), z("brow_raise", -1)
+    gap, low = dev("brow_gap", -1), dev("brow_raise", -1)
     frown = np.where((gap > 0) & (low > 0), gap + low, np.nan)
     gaze = np.asarray(ref_series["gaze_x"], np.float64)
     rows = (
         ("frown", frown),
-        ("eyes closed", z("eye_open", -1)),
-        ("mouth open", z("mouth_open", 1)),
+        ("eyes closed", dev("eye_open", -1)),
+        ("mouth open", dev("mouth_open", 1)),
         ("gaze shift", np.abs(gaze - np.nanmedian(gaze)) if np.isfinite(gaze).sum() >= 4 else gaze * np.nan),
     )
     out = []
