@@ -206,6 +206,25 @@ def test_sender_measures_each_source_of_a_region(renderer: MeshRenderer) -> None
     assert mouth[1] < 5.0 < mouth[0]  # the crop is the reference's picture: it serves, the keyframe does not
 
 
+def test_a_shut_reference_is_not_measured_for_an_open_frame(renderer: MeshRenderer) -> None:
+    """A reference whose lips are closed would stretch them over the open mouth of the frame (a
+    smear that can still beat the keyframe's error): the sender does not offer it for the mouth."""
+    assert renderer.rig is not None
+    frame_lm = renderer.rig.landmarks  # the frame drawn at zero parameters: the keyframe's face
+    shut = frame_lm.copy()
+    for upper, lower in reference.OPENING_PAIRS[1]:
+        shut[lower] = shut[upper]
+    assert reference.opening(shut, 1) == 0.0
+    assert not reference.can_show(shut, frame_lm, 1)
+    assert reference.can_show(frame_lm, shut, 1)  # a wider source may close
+    assert reference.can_show(shut, frame_lm, 0)  # the eyes are another opening
+    other = textured_image(7)
+    renderer.add_reference(1, other, wire_landmarks.encode(shut, SIZE), MOUTH)
+    renderer.add_reference(2, other, wire_landmarks.encode(frame_lm, SIZE), MOUTH)
+    _, mouth = renderer.region_errors(zero(renderer), other)
+    assert set(mouth) == {0, 2}
+
+
 def test_a_slot_not_held_draws_from_the_keyframe(renderer: MeshRenderer) -> None:
     base = renderer.render(zero(renderer))
     assert np.array_equal(renderer.render(zero(renderer, (9, 9))), base)

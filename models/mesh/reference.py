@@ -39,6 +39,14 @@ FEATHER = 0.05  # blend edge width, same unit: the reference fades into the keyf
 SENT_MARGIN = 0.05  # the sent picture keeps this much more around each region (H.264 ringing at its edge)
 FILL_GREY = 128  # what the sent picture shows outside its regions (flat: nearly free for H.264)
 EYE_CORNERS = (33, 263)
+# Per region, the landmark pairs across its opening (eyelids; inner lips), and how much wider, in face
+# units, a frame's opening may be than a source's: a source opened less than the frame would stretch
+# its closed lids or lips over the opening (a smear no error threshold should buy).
+OPENING_PAIRS = (
+    ((159, 145), (158, 153), (160, 144), (386, 374), (385, 380), (387, 373)),
+    ((13, 14), (82, 87), (312, 317)),
+)
+MAX_OPENING_GAIN = (0.04, 0.10)
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # BT.601, as codec.metrics.luma
 MAX_SLOTS = 15  # slots a renderer accepts (the wire's range): at most ~15 MB of references at 256x256
 
@@ -46,6 +54,19 @@ MAX_SLOTS = 15  # slots a renderer accepts (the wire's range): at most ~15 MB of
 def face_unit(lm: np.ndarray) -> float:
     """Outer eye-corner distance in pixels: the unit region sizes scale with."""
     return float(np.linalg.norm(lm[EYE_CORNERS[1], :2] - lm[EYE_CORNERS[0], :2])) + 1e-9
+
+
+def opening(lm: np.ndarray, region: int) -> float:
+    """Mean gap across region's opening (eyelids, inner lips) of landmarks lm, in face units."""
+    pairs = np.asarray(OPENING_PAIRS[region])
+    gaps = np.linalg.norm(lm[pairs[:, 0], :2] - lm[pairs[:, 1], :2], axis=1)
+    return float(gaps.mean()) / face_unit(lm)
+
+
+def can_show(src_lm: np.ndarray, target: np.ndarray, region: int) -> bool:
+    """Whether a source with landmarks src_lm can draw region of a frame with landmarks target
+    without stretching a shut opening over an open one (MAX_OPENING_GAIN)."""
+    return opening(target, region) - opening(src_lm, region) <= MAX_OPENING_GAIN[region]
 
 
 def region_patch(

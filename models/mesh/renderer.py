@@ -283,7 +283,13 @@ class MeshRenderer:
             if not regions >> r & 1:
                 out.append({})
                 continue
-            slots = [0] + [n for n, src in sorted(self._bank.items()) if src.covered >> r & 1]
+            # the keyframe always (what shows when nothing better is named), references that hold the
+            # region and can show it as wide open as it is in this frame
+            slots = [0] + [
+                n
+                for n, src in sorted(self._bank.items())
+                if src.covered >> r & 1 and reference.can_show(src.landmarks, moved, r)
+            ]
             sources = [self._key_source] + [self._bank[n] for n in slots[1:]]
             errs = reference.RegionWarp(self._face_tri, moved, self.size, r).errors(sources, crop_y)
             out.append(dict(zip(slots, errs, strict=True)))
