@@ -18,7 +18,7 @@ from codec.encoder import FaceEncoder
 from codec.metrics import psnr, psnr_of_mse
 from codec.params import FrameParams, dequantize
 from models.mesh import landmarks as wire_landmarks
-from models.mesh import reference
+from models.mesh import mouth, reference
 from models.mesh.renderer import MeshRenderer
 
 MOUTH, EYES = 1 << reference.REGION_NAMES.index("mouth"), 1 << reference.REGION_NAMES.index("eyes")
@@ -223,6 +223,43 @@ def test_a_shut_reference_is_not_measured_for_an_open_frame(renderer: MeshRender
     renderer.add_reference(2, other, wire_landmarks.encode(frame_lm, SIZE), MOUTH)
     _, mouth = renderer.region_errors(zero(renderer), other)
     assert set(mouth) == {0, 2}
+
+
+def open_mouth(ry: float) -> np.ndarray:
+    """Landmarks with eye corners 80 px apart and the inner lips on an ellipse ry px high."""
+    lm = np.zeros((478, 3))
+    lm[reference.EYE_CORNERS[0], :2], lm[reference.EYE_CORNERS[1], :2] = (88, 100), (168, 100)
+    lower, upper = mouth.INNER_CONTOUR[:11], mouth.INNER_CONTOUR[11:]
+    for idx, theta, sign in ((lower, np.linspace(np.pi, 0, 11), 1), (upper, np.linspace(0, np.pi, 11)[1:-1], -1)):
+        lm[idx, 0] = 128 + 30 * np.cos(theta)
+        lm[idx, 1] = 170 + sign * ry * np.sin(theta)
+    return lm
+
+
+def test_a_mouth_open_wider_than_its_source_is_dark_inside() -> None:
+    """Lips parted wider than the keyframe's are not its lips stretched: the inside turns dark, in
+    proportion to the extra opening; outside the inner lips nothing changes."""
+    lm = open_mouth(12.0)
+    shut = lm.copy()
+    for upper, lower in reference.OPENING_PAIRS[1]:
+        shut[lower] = shut[upper]
+    assert mouth.darkness(lm, lm) == 0.0 and mouth.darkness(shut, lm) == 0.0
+    assert mouth.darkness(lm, shut) == 1.0  # opened by more than FULL_GAIN
+    assert reference.opening(lm, 1) > mouth.SHOWN
+    assert mouth.darkness(open_mouth(30.0), lm) == 0.0  # the source shows its own inside: stretch it
+    frame = np.full((SIZE, SIZE, 3), 200, np.uint8)
+    before = frame.copy()
+    mouth.darken(frame, lm, 1.0)
+    inside = np.zeros((SIZE, SIZE), np.uint8)
+    cv2.fillPoly(inside, [np.rint(lm[mouth.INNER_CONTOUR, :2]).astype(np.int32)], 1)
+    core = cv2.erode(inside, np.ones((7, 7), np.uint8)) > 0
+    assert core.sum() > 20
+    assert np.all(frame[core] < 200 - 0.8 * (200 - max(mouth.COLOUR)))
+    far = cv2.dilate(inside, np.ones((15, 15), np.uint8)) == 0
+    assert np.array_equal(frame[far], before[far])
+    half = before.copy()
+    mouth.darken(half, lm, 0.5)
+    assert np.all((half[core] > frame[core]) & (half[core] < 200))
 
 
 def test_a_slot_not_held_draws_from_the_keyframe(renderer: MeshRenderer) -> None:

@@ -32,7 +32,7 @@ from scipy.spatial import Delaunay
 
 from models.device import default_device
 from models.face import N_LANDMARKS, N_MESH_LANDMARKS, _mediapipe
-from models.mesh import expression, raster, reference
+from models.mesh import expression, mouth, raster, reference
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.pose import face_down
 from models.mesh.rig import Rig
@@ -93,6 +93,7 @@ BORDER_MARGIN = 0.04  # ring points closer than this share of the frame to a bor
 CPU_RENDER_THREADS = 1
 SEGMENT_BACKGROUND = True  # keep the keyframe's background still, behind the warped person
 SEGMENT_THRESHOLD = 0.5  # selfie-segmentation confidence above which a pixel is the person
+MOUTH = reference.REGION_NAMES.index("mouth")  # region whose source decides how dark the inside of the mouth is
 SEGMENT_DILATE_PX = 2  # grow the person matte so the hair fringe moves with the head
 SEGMENT_MODEL = 0  # MediaPipe selfie segmentation: 0 = general (256x256 input), 1 = landscape
 
@@ -368,10 +369,14 @@ class MeshRenderer:
                 out = self._sample(src, scale)
             finally:
                 torch.set_num_threads(threads)
+        mouth_source = self.rig.landmarks
         for region, slot in enumerate(params.references[: self.n_regions]):
             ref = self._bank.get(slot) if slot else None
             if ref is not None and ref.covered >> region & 1:  # else (lost, late, never sent): the keyframe's warp
                 reference.RegionWarp(self._face_tri, moved, n, region).composite(out, ref)
+                if region == MOUTH:
+                    mouth_source = ref.landmarks
+        mouth.darken(out, moved, mouth.darkness(moved, mouth_source))
         return out
 
     def _sample(self, src: np.ndarray, scale: int) -> np.ndarray:
