@@ -278,19 +278,18 @@ def sheet_candidates(clip: str, ref_series: dict[str, list[float]]) -> list[tupl
     # smile's cheek raise or a turned head does to the dlib brow points.
     gap, low = dev("brow_gap", -1), dev("brow_raise", -1)
     frown = np.where((gap > 0) & (low > 0), gap + low, np.nan)
-    gaze = np.asarray(ref_series["gaze_x"], np.float64)
     rows = (
         ("frown", frown),
         ("eyes closed", dev("eye_open", -1)),
         ("mouth open", dev("mouth_open", 1)),
-        ("gaze shift", np.abs(gaze - np.nanmedian(gaze)) if np.isfinite(gaze).sum() >= 4 else gaze * np.nan),
+        ("gaze shift", np.abs(dev("gaze_x", 1))),
     )
     out = []
-    for row, dev in rows:
-        if not np.isfinite(dev).any():
+    for row, strength in rows:
+        if not np.isfinite(strength).any():
             continue
-        j = int(np.nanargmax(dev))
-        out.append((row, float(dev[j]), idx[j]))
+        j = int(np.nanargmax(strength))
+        out.append((row, float(strength[j]), idx[j]))
     return out
 
 

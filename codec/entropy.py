@@ -222,9 +222,9 @@ class Coder:
         # the values go to the coder one call per run of the same family, in the same order.
         self._runs = [_family_runs(f) for f in self._family_lists]
 
-    def _code_frame(self, coder: object, ctx: int, x: np.ndarray | None, prev: np.ndarray | None) -> np.ndarray:
-        """Encode x (coder is a RangeEncoder) or decode a frame (x None, RangeDecoder), value by value:
-        each value's mean depends on the ones before it."""
+    def _decode_frame(self, dec: object, ctx: int, prev: np.ndarray | None) -> np.ndarray:
+        """Decode a frame from dec (a RangeDecoder), value by value: each value's mean depends on the
+        ones decoded before it (where they are known, _means predicts the same all at once)."""
         w, scales, fam = self._rows[ctx], self._scale_lists[ctx], self._family_lists[ctx]
         out = [0] * self.n
         base = [0] * self.n if prev is None else [int(v) for v in prev]
@@ -235,17 +235,12 @@ class Coder:
             # float always: a clipped mean would be an int, which constriction refuses
             mean = float(min(max(base[i] + mean_q / (1 << PREDICT_BITS), -INT8_MAX), INT8_MAX))
             model = _MODELS[fam[i]]
-            m, s = np.array([mean]), np.array([scales[i]])
-            if x is not None:
-                coder.encode(np.array([int(x[i])], np.int32), model, m, s)  # type: ignore[attr-defined]
-                out[i] = int(x[i])
-            else:
-                out[i] = int(coder.decode(model, m, s)[0])  # type: ignore[attr-defined]
+            out[i] = int(dec.decode(model, np.array([mean]), np.array([scales[i]]))[0])  # type: ignore[attr-defined]
             resid[i] = out[i] - base[i]
         return np.array(out, np.int64)
 
     def _means(self, ctx: int, x: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
-        """(n,) float64 mean of every value of a known frame x, exactly as _code_frame predicts them
+        """(n,) float64 mean of every value of a known frame x, exactly as _decode_frame predicts them
         one by one (integer products, one division by a power of two, the same clipping)."""
         base = np.zeros(self.n, np.int64) if prev is None else prev
         mean_q = self._weights[ctx] @ (x - base)  # strictly lower-triangular: value i sees j < i only
@@ -283,9 +278,10 @@ class Coder:
         enc.encode(np.array([len(frames) - 1], np.int32), _COUNT)
         for dev in devs:
             enc.encode(np.array([dev], np.int32), _TIME, np.array([0.0]), np.array([TIME_SCALE_MS]))
-        means = [self._means(0 if k == 0 else 1, x, want[k - 1] if k else None) for k, x in enumerate(want)]
-        for k, x in enumerate(want):
-            self._encode_known(enc, 0 if k == 0 else 1, x, means[k])
+        # the first frame against the keyframe only (intra), each later one against the one before
+        means = [self._means(_ctx(k), x, want[k - 1] if k else None) for k, x in enumerate(want)]
+        for k, (x, m) in enumerate(zip(want, means, strict=True)):
+            self._encode_known(enc, _ctx(k), x, m)
         full = enc.get_compressed().astype(">u4").tobytes()
         best = full
         # The coder flushes whole 32-bit words; the decoder pads with zeros, so a shorter prefix
@@ -310,8 +306,7 @@ class Coder:
                 if int(dec.decode(_TIME, np.array([0.0]), np.array([TIME_SCALE_MS]))[0]) != dev:
                     return False
             return all(
-                self._decodes_known(dec, 0 if k == 0 else 1, x, m)
-                for k, (x, m) in enumerate(zip(want, means, strict=True))
+                self._decodes_known(dec, _ctx(k), x, m) for k, (x, m) in enumerate(zip(want, means, strict=True))
             )
         except Exception:  # constriction asserts on data that no model could produce: not a decode
             return False
@@ -325,15 +320,19 @@ class Coder:
             for _ in range(count - 1):
                 dev = int(dec.decode(_TIME, np.array([0.0]), np.array([TIME_SCALE_MS]))[0])
                 offsets.append(offsets[-1] + round(self.period_ms) + dev)
-            frames, prev = [], None
-            for _ in range(count):
-                prev = self._code_frame(dec, 0 if prev is None else 1, None, prev)
-                frames.append(prev)
+            frames: list[np.ndarray] = []
+            for k in range(count):
+                frames.append(self._decode_frame(dec, _ctx(k), frames[-1] if frames else None))
         except EntropyError:
             raise
         except Exception as exc:  # constriction asserts on data that no model could produce
             raise EntropyError(f"malformed params: entropy-coded values ({type(exc).__name__})") from None
         return frames, offsets
+
+
+def _ctx(k: int) -> int:
+    """Context of a message's k-th frame: 0 (intra) for the first, 1 (delta) for the others."""
+    return 0 if k == 0 else 1
 
 
 def _words(data: bytes) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 
 from models.mesh import raster, reference
 
+REGION = reference.REGION_NAMES.index("mouth")  # the reference region the mouth is drawn in
 # Inner lip contour, MediaPipe indices: lower lip from the left corner to the right, upper lip back.
 INNER_CONTOUR = np.array([78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191])
 START_GAIN = 0.03  # face units wider than the source's opening before any darkening ...
@@ -29,9 +30,8 @@ FEATHER = 0.04  # soft edge, face units (the lips' own edge is soft)
 def darkness(frame_lm: np.ndarray, source_lm: np.ndarray) -> float:
     """0..1: how much the inside of the frame's mouth must be darkened when drawn from a source whose
     landmarks are source_lm (both (478, >=2) px in their own pictures)."""
-    mouth = reference.REGION_NAMES.index("mouth")
-    source = reference.opening(source_lm, mouth)
-    gain = reference.opening(frame_lm, mouth) - source
+    source = reference.opening(source_lm, REGION)
+    gain = reference.opening(frame_lm, REGION) - source
     wider = np.clip((gain - START_GAIN) / (FULL_GAIN - START_GAIN), 0.0, 1.0)
     return float(wider * np.clip((SHOWN - source) / (SHOWN - SHUT), 0.0, 1.0))
 

@@ -93,7 +93,6 @@ BORDER_MARGIN = 0.04  # ring points closer than this share of the frame to a bor
 CPU_RENDER_THREADS = 1
 SEGMENT_BACKGROUND = True  # keep the keyframe's background still, behind the warped person
 SEGMENT_THRESHOLD = 0.5  # selfie-segmentation confidence above which a pixel is the person
-MOUTH = reference.REGION_NAMES.index("mouth")  # region whose source decides how dark the inside of the mouth is
 SEGMENT_DILATE_PX = 2  # grow the person matte so the hair fringe moves with the head
 SEGMENT_MODEL = 0  # MediaPipe selfie segmentation: 0 = general (256x256 input), 1 = landscape
 
@@ -374,7 +373,7 @@ class MeshRenderer:
             ref = self._bank.get(slot) if slot else None
             if ref is not None and ref.covered >> region & 1:  # else (lost, late, never sent): the keyframe's warp
                 reference.RegionWarp(self._face_tri, moved, n, region).composite(out, ref)
-                if region == MOUTH:
+                if region == mouth.REGION:  # its source decides how dark the mouth's inside is
                     mouth_source = ref.landmarks
         mouth.darken(out, moved, mouth.darkness(moved, mouth_source))
         return out
