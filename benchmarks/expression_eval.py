@@ -274,12 +274,8 @@ def sheet_candidates(clip: str, ref_series: dict[str, list[float]]) -> list[tupl
             return np.full(len(v), np.nan)
         return sign * (v - np.nanmedian(v))
 
-    # A frown draws the inner brows together AND lowers them: a narrower gap alone is also what a
-    # smile's cheek raise or a turned head does to the dlib brow points.
-    gap, low = dev("brow_gap", -1), dev("brow_raise", -1)
-    frown = np.where((gap > 0) & (low > 0), gap + low, np.nan)
     rows = (
-        ("frown", frown),
+        ("frown", fm.frown_strength(ref_series["brow_gap"], ref_series["brow_raise"])),
         ("eyes closed", dev("eye_open", -1)),
         ("mouth open", dev("mouth_open", 1)),
         ("gaze shift", np.abs(dev("gaze_x", 1))),

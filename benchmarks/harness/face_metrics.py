@@ -177,6 +177,18 @@ def expression_features(face: Face) -> dict[str, float]:
     }
 
 
+def frown_strength(brow_gap: np.ndarray, brow_raise: np.ndarray) -> np.ndarray:
+    """Per frame of a clip, how much it frowns: the inner brows narrower AND lower than the clip's
+    medians (the sum of both, in the features' units), NaN where they are not, or everywhere when
+    fewer than 4 frames have a face. A narrower gap alone is also what a smile's cheek raise or a
+    turned head does to dlib's brow points."""
+    gap, low = np.asarray(brow_gap, np.float64), np.asarray(brow_raise, np.float64)
+    if min(np.isfinite(gap).sum(), np.isfinite(low).sum()) < 4:
+        return np.full(len(gap), np.nan)
+    narrower, lower = np.nanmedian(gap) - gap, np.nanmedian(low) - low
+    return np.where((narrower > 0) & (lower > 0), narrower + lower, np.nan)
+
+
 def tracking(ref: Sequence[float], out: Sequence[float]) -> tuple[float, float]:
     """(Pearson correlation over time, mean absolute error) of one feature, over the frames where both
     are finite. Correlation is NaN with fewer than MIN_CORR_FRAMES frames or an input that does not move,

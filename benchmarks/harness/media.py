@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from . import anchors as anc
+from . import face_metrics as fm
 from .fvcall import DEFAULT_SETTING
 from .rate import call_kbps
 
@@ -107,7 +108,10 @@ def _rows(scorer: Any, scored: list[int]) -> list[tuple[int, str]]:
         feats = {i: f for i, f in face.features.items() if f is not None}
         if feats:
             picks.append((min(feats, key=lambda i: feats[i]["eye_open"]), "eyes most closed"))
-            picks.append((min(feats, key=lambda i: feats[i]["brow_gap"]), "inner brows closest (frown)"))
+            frames = sorted(feats)
+            frown = fm.frown_strength([feats[i]["brow_gap"] for i in frames], [feats[i]["brow_raise"] for i in frames])
+            if np.isfinite(frown).any():
+                picks.append((frames[int(np.nanargmax(frown))], "brows closest and lowest (frown)"))
             picks.append((max(feats, key=lambda i: feats[i]["mouth_open"]), "mouth most open"))
     picks.append((scored[len(scored) // 2], "typical"))
     seen: set[int] = set()
