@@ -11,7 +11,7 @@ import pytest
 
 from codec.metrics import psnr
 from codec.params import FrameParams, QuantSpec, dequantize, quantize
-from models.face import N_LANDMARKS
+from models.face import N_LANDMARKS, N_MESH_LANDMARKS
 from models.mesh import expression, gaussian
 from models.mesh.pose import STABLE
 from models.mesh.renderer import FACE_OVAL, MeshRenderer
@@ -216,3 +216,89 @@ def test_receiver_picks_the_callers_expression_model() -> None:
     assert make_renderer("mesh", SIZE, model="").model.model_id == expression.learned().model_id
     with pytest.raises(ProfileError, match="expression model pca99-deadbeef"):
         make_renderer("mesh", SIZE, model="pca99-deadbeef")
+
+
+# -- closed eyes (models.mesh.eyes) --------------------------------------------------------
+EYE_BOX = ((-0.72, -0.18), (-0.48, -0.12))  # around the synthetic right eye: (x0, x1), (y0, y1) in face radii
+EYE_BLUE = (0, 0, 255)
+
+
+def _to_px(unit: np.ndarray) -> np.ndarray:
+    return np.array(FACE_CENTRE) + np.asarray(unit) * np.array(FACE_RADII)
+
+
+def open_eye_landmarks() -> np.ndarray:
+    """synthetic_landmarks with an open right eye laid out as MediaPipe gives one: lids 0.12 radii
+    apart and an iris whose rim reaches beyond both (the lids hide part of it); no other point
+    inside the eye."""
+    from models.mesh import regions
+
+    lm = synthetic_landmarks()
+    (x0, x1), (y0, y1) = EYE_BOX
+    unit = (lm[:, :2] - FACE_CENTRE) / FACE_RADII
+    inside = (unit[:, 0] > x0) & (unit[:, 0] < x1) & (unit[:, 1] > y0) & (unit[:, 1] < y1)
+    lm[inside, :2] = _to_px(np.stack([np.linspace(-0.15, 0.15, inside.sum()), np.full(inside.sum(), 0.2)], 1))
+    lm[33, :2], lm[133, :2] = _to_px((-0.65, -0.3)), _to_px((-0.25, -0.3))
+    xs = np.linspace(-0.6, -0.3, 7)
+    bulge = 0.06 * np.sin(np.pi * (xs + 0.65) / 0.4)  # lids curve, meeting at the corners
+    lm[regions.RIGHT_UPPER_LID, :2] = _to_px(np.stack([xs, -0.3 - bulge], 1))
+    lm[regions.RIGHT_LOWER_LID, :2] = _to_px(np.stack([xs, -0.3 + bulge], 1))
+    rim = ((0.0, 0.0), (0.07, 0.0), (0.0, -0.1), (-0.07, 0.0), (0.0, 0.1))  # centre, right, top, left, bottom
+    lm[regions.RIGHT_IRIS, :2] = _to_px(np.array(rim) + (-0.45, -0.3))
+    return lm
+
+
+def test_settle_holds_the_iris_inside_the_lids() -> None:
+    from models.mesh import eyes, regions
+
+    lm = open_eye_landmarks()
+    out = eyes.settle(lm)
+    iris = regions.RIGHT_IRIS
+    np.testing.assert_allclose(out[iris, 0], lm[iris, 0])  # along the eye: untouched
+    top, bottom = lm[159, 1], lm[145, 1]  # the lids at the iris's place (their middle points)
+    assert lm[iris[2], 1] < top and lm[iris[4], 1] > bottom  # the rim stood out beyond both, as MediaPipe's
+    assert out[iris[2], 1] == pytest.approx(top) and out[iris[4], 1] == pytest.approx(bottom)
+    assert out[iris[0], 1] == lm[iris[0], 1]  # the centre was inside: it stays
+    # the synthetic left eye is scattered points: its crossed lids and its iris are settled too
+    others = np.setdiff1d(np.arange(N_MESH_LANDMARKS), np.concatenate([regions.LEFT_UPPER_LID, regions.LEFT_LOWER_LID]))
+    np.testing.assert_array_equal(out[others], lm[others])
+    np.testing.assert_allclose(eyes.settle(out), out, atol=1e-9)  # settled stays settled
+
+
+def test_settle_meets_crossed_lids_halfway() -> None:
+    from models.mesh import eyes, regions
+
+    lm = open_eye_landmarks()
+    up, lo = regions.RIGHT_UPPER_LID, regions.RIGHT_LOWER_LID
+    lm[up, 1], lm[lo, 1] = lm[33, 1] + 0.5, lm[33, 1] - 0.5  # shut past each other (quantized lids do)
+    out = eyes.settle(lm)
+    np.testing.assert_allclose(out[up, 1], lm[33, 1], atol=1e-9)
+    np.testing.assert_allclose(out[lo, 1], lm[33, 1], atol=1e-9)
+    np.testing.assert_allclose(out[regions.RIGHT_IRIS, 1], lm[33, 1], atol=1e-9)  # shut: the iris is a line
+
+
+class _ClosingRig(Rig):
+    """A rig whose frames are its keyframe with the right eye shut (a lid line sagging 1.5 px below
+    the corners, as on real faces) and the iris left where MediaPipe puts it, above that line."""
+
+    def move(self, params: FrameParams) -> np.ndarray:
+        from models.mesh import regions
+
+        lm = self.landmarks.copy()
+        lm[regions.RIGHT_UPPER_LID, 1] = lm[regions.RIGHT_LOWER_LID, 1] = lm[33, 1] + 1.5
+        return lm
+
+
+def test_a_closed_eye_shows_none_of_the_open_eye() -> None:
+    from models.mesh import regions
+
+    lm = open_eye_landmarks()
+    image = textured_image() // 2  # dim: nothing of it reads as the eye's blue
+    centre = tuple(int(v) for v in np.rint(lm[regions.RIGHT_IRIS[0], :2]))
+    cv2.ellipse(image, centre, (3, 2), 0, 0, 360, EYE_BLUE, -1)  # the iris, well inside the lids
+    blue = lambda im: int(np.sum((im[..., 2] > 200) & (im[..., 0] < 60)))  # noqa: E731
+    assert blue(image) >= 15
+    renderer = MeshRenderer(SIZE, segment_background=False)
+    renderer.set_rig(_ClosingRig(lm, SIZE, expression.learned()), image)
+    out = renderer.render(FrameParams(expression=np.zeros(expression.learned().n_expr, np.float32)))
+    assert blue(out) == 0, blue(out)  # the iris is under the shut lids, not drawn over them

@@ -32,7 +32,7 @@ from scipy.spatial import Delaunay
 
 from models.device import default_device
 from models.face import N_LANDMARKS, N_MESH_LANDMARKS, _mediapipe
-from models.mesh import expression, mouth, raster, reference
+from models.mesh import expression, eyes, mouth, raster, reference
 from models.mesh import landmarks as wire_landmarks
 from models.mesh.pose import face_down
 from models.mesh.rig import Rig
@@ -159,6 +159,7 @@ class MeshRenderer:
         self._bank: dict[int, reference.Source] = {}  # slot -> reference (kept through keyframes)
         self._key_source: reference.Source | None = None  # the keyframe itself, as a region source
         self._face_tri = np.zeros((0, 3), np.int64)  # the keyframe's face triangles, shared by its bank
+        self._key_lm = np.zeros((0, 3))  # the keyframe's landmarks as it is drawn from (models.mesh.eyes)
         self._key: torch.Tensor | None = None  # (1, 4, S, S) float32: RGB and the person matte
         self._background: torch.Tensor | None = None  # (1, 3, S, S) keyframe with the person filled in
         self._segmenter = _shared_segmenter() if self.segment_background else None
@@ -175,7 +176,7 @@ class MeshRenderer:
         self._set_layers(image, segment=self.segment_background)
         self._build_mesh(rig)
         all_regions = (1 << self.n_regions) - 1
-        self._key_source = reference.make_source(self._key_rgb, rig.landmarks, all_regions, self._face_tri)
+        self._key_source = reference.make_source(self._key_rgb, self._key_lm, all_regions, self._face_tri)
         # the bank outlives the keyframe: a reference is placed by its own landmarks, on the new
         # keyframe's triangles (codec.bank)
         self._bank = {n: reference.retriangulate(src, self._face_tri) for n, src in self._bank.items()}
@@ -245,10 +246,11 @@ class MeshRenderer:
         # The irises are meshed only where the model moves them: a still iris point inside a
         # closing lid would fold the triangles around it.
         self._n_face = N_LANDMARKS if rig.model.moves_irises else N_MESH_LANDMARKS
-        verts = np.concatenate([rig.landmarks[: self._n_face], self._ring, border3])
+        self._key_lm = eyes.settle(rig.landmarks)  # irises inside the lids, as every frame's
+        verts = np.concatenate([self._key_lm[: self._n_face], self._ring, border3])
         src = verts[:, :2]
         self._tri = Delaunay(src).simplices.astype(np.int64)
-        self._face_tri = reference.face_triangles(rig.landmarks, self._n_face)
+        self._face_tri = reference.face_triangles(self._key_lm, self._n_face)
         # Source side of every triangle's affine map: (T, 2, 3) vertex columns.
         self._src_tri = np.transpose(src[self._tri], (0, 2, 1))
 
@@ -260,7 +262,7 @@ class MeshRenderer:
             raise ValueError(f"reference slot {slot} or regions {regions} out of range")
         if image.shape != (self.size, self.size, 3):
             raise ValueError(f"reference is {image.shape}, expected ({self.size}, {self.size}, 3)")
-        lm = wire_landmarks.decode(aux, self.size)
+        lm = eyes.settle(wire_landmarks.decode(aux, self.size))
         self._bank[slot] = reference.make_source(image, lm, regions, self._face_tri)
 
     @property
@@ -276,7 +278,7 @@ class MeshRenderer:
         region drawn from the keyframe (slot 0) and from every held reference that covers it; {}
         for the regions not asked for."""
         assert self.rig is not None and self._key_source is not None
-        moved = self.rig.move(params)
+        moved = self.moved(params)
         crop_y = np.asarray(crop, np.float32) @ reference.LUMA
         out: list[dict[int, float]] = []
         for r in range(self.n_regions):
@@ -296,11 +298,17 @@ class MeshRenderer:
         return out
 
     # -- warp -----------------------------------------------------------------------------
-    def vertices(self, params: FrameParams, moved: np.ndarray | None = None) -> np.ndarray:
-        """Destination positions (V, 3) of all mesh vertices for the parameters (moved: the rig's
-        landmarks for them, when already at hand)."""
+    def moved(self, params: FrameParams) -> np.ndarray:
+        """(478, 3) px: the keyframe's landmarks moved by the parameters, as the frame is drawn onto
+        (irises inside the lids, lids uncrossed, as its sources: models.mesh.eyes)."""
         assert self.rig is not None
-        face = (self.rig.move(params) if moved is None else moved)[: self._n_face]
+        return eyes.settle(self.rig.move(params))
+
+    def vertices(self, params: FrameParams, moved: np.ndarray | None = None) -> np.ndarray:
+        """Destination positions (V, 3) of all mesh vertices for the parameters (moved: moved(params),
+        when already at hand)."""
+        assert self.rig is not None
+        face = (self.moved(params) if moved is None else moved)[: self._n_face]
         s, rot, t = self.rig.pose(params)
         c = self.rig.center
         turn = s * (self._ring - c) @ rot.T + c - self._ring  # rotation/scale part of the rigid motion
@@ -352,7 +360,7 @@ class MeshRenderer:
         if self.rig is None or self._key is None or self._background is None:
             raise RuntimeError("render before the first keyframe")
         n = self.size // scale
-        moved = self.rig.move(params)
+        moved = self.moved(params)
         dst = self.vertices(params, moved)
         if n != self.size:
             moved, dst = moved.copy(), dst.copy()
@@ -368,7 +376,7 @@ class MeshRenderer:
                 out = self._sample(src, scale)
             finally:
                 torch.set_num_threads(threads)
-        mouth_source = self.rig.landmarks
+        mouth_source = self._key_lm
         for region, slot in enumerate(params.references[: self.n_regions]):
             ref = self._bank.get(slot) if slot else None
             if ref is not None and ref.covered >> region & 1:  # else (lost, late, never sent): the keyframe's warp
