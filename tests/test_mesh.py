@@ -12,7 +12,7 @@ import pytest
 from codec.metrics import psnr
 from codec.params import FrameParams, QuantSpec, dequantize, quantize
 from models.face import N_LANDMARKS, N_MESH_LANDMARKS
-from models.mesh import expression, gaussian
+from models.mesh import expression, eyes, gaussian, regions
 from models.mesh.pose import STABLE
 from models.mesh.renderer import FACE_OVAL, MeshRenderer
 from models.mesh.rig import Rig
@@ -47,6 +47,11 @@ _NAMED = {
 }
 
 
+def _to_px(unit: np.ndarray) -> np.ndarray:
+    """Face radii from the synthetic face's centre -> pixels."""
+    return np.array(FACE_CENTRE) + np.asarray(unit) * np.array(FACE_RADII)
+
+
 def synthetic_landmarks(seed: int = 0) -> np.ndarray:
     """(468, 3) px: a face-like layout (oval on an ellipse, eyes, brows, lips where a face has them).
 
@@ -68,7 +73,7 @@ def synthetic_landmarks(seed: int = 0) -> np.ndarray:
     for index, xy in _NAMED.items():
         unit[index] = xy
     unit += rng.normal(0, 0.01, unit.shape)  # no exactly collinear rows of points
-    xy = np.array(FACE_CENTRE) + unit * np.array(FACE_RADII)
+    xy = _to_px(unit)
     z = -25.0 * np.sqrt(np.clip(1 - (unit**2).sum(1), 0, 1))  # a dome: the nose is nearest
     return np.concatenate([xy, z[:, None]], 1)
 
@@ -188,8 +193,6 @@ def test_learned_model_ships_as_data_with_its_provenance() -> None:
 
 
 def test_learned_model_moves_the_irises_in_the_picture() -> None:
-    from models.mesh import regions
-
     model = expression.learned()
     iris = np.concatenate([regions.RIGHT_IRIS, regions.LEFT_IRIS])
     share = np.linalg.norm(model.components[:, iris], axis=2).mean(1)
@@ -223,16 +226,10 @@ EYE_BOX = ((-0.72, -0.18), (-0.48, -0.12))  # around the synthetic right eye: (x
 EYE_BLUE = (0, 0, 255)
 
 
-def _to_px(unit: np.ndarray) -> np.ndarray:
-    return np.array(FACE_CENTRE) + np.asarray(unit) * np.array(FACE_RADII)
-
-
 def open_eye_landmarks() -> np.ndarray:
     """synthetic_landmarks with an open right eye laid out as MediaPipe gives one: lids 0.12 radii
     apart and an iris whose rim reaches beyond both (the lids hide part of it); no other point
     inside the eye."""
-    from models.mesh import regions
-
     lm = synthetic_landmarks()
     (x0, x1), (y0, y1) = EYE_BOX
     unit = (lm[:, :2] - FACE_CENTRE) / FACE_RADII
@@ -249,8 +246,6 @@ def open_eye_landmarks() -> np.ndarray:
 
 
 def test_settle_holds_the_iris_inside_the_lids() -> None:
-    from models.mesh import eyes, regions
-
     lm = open_eye_landmarks()
     out = eyes.settle(lm)
     iris = regions.RIGHT_IRIS
@@ -266,8 +261,6 @@ def test_settle_holds_the_iris_inside_the_lids() -> None:
 
 
 def test_settle_meets_crossed_lids_halfway() -> None:
-    from models.mesh import eyes, regions
-
     lm = open_eye_landmarks()
     up, lo = regions.RIGHT_UPPER_LID, regions.RIGHT_LOWER_LID
     lm[up, 1], lm[lo, 1] = lm[33, 1] + 0.5, lm[33, 1] - 0.5  # shut past each other (quantized lids do)
@@ -282,23 +275,23 @@ class _ClosingRig(Rig):
     the corners, as on real faces) and the iris left where MediaPipe puts it, above that line."""
 
     def move(self, params: FrameParams) -> np.ndarray:
-        from models.mesh import regions
-
         lm = self.landmarks.copy()
         lm[regions.RIGHT_UPPER_LID, 1] = lm[regions.RIGHT_LOWER_LID, 1] = lm[33, 1] + 1.5
         return lm
 
 
-def test_a_closed_eye_shows_none_of_the_open_eye() -> None:
-    from models.mesh import regions
+def _blue_px(image: np.ndarray) -> int:
+    """Pixels of image that read as EYE_BLUE."""
+    return int(np.sum((image[..., 2] > 200) & (image[..., 0] < 60)))
 
+
+def test_a_closed_eye_shows_none_of_the_open_eye() -> None:
     lm = open_eye_landmarks()
     image = textured_image() // 2  # dim: nothing of it reads as the eye's blue
     centre = tuple(int(v) for v in np.rint(lm[regions.RIGHT_IRIS[0], :2]))
     cv2.ellipse(image, centre, (3, 2), 0, 0, 360, EYE_BLUE, -1)  # the iris, well inside the lids
-    blue = lambda im: int(np.sum((im[..., 2] > 200) & (im[..., 0] < 60)))  # noqa: E731
-    assert blue(image) >= 15
+    assert _blue_px(image) >= 15
     renderer = MeshRenderer(SIZE, segment_background=False)
     renderer.set_rig(_ClosingRig(lm, SIZE, expression.learned()), image)
     out = renderer.render(FrameParams(expression=np.zeros(expression.learned().n_expr, np.float32)))
-    assert blue(out) == 0, blue(out)  # the iris is under the shut lids, not drawn over them
+    assert _blue_px(out) == 0, _blue_px(out)  # the iris is under the shut lids, not drawn over them
