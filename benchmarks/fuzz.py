@@ -70,15 +70,36 @@ def fuzz_mutate_model(rng: np.random.Generator) -> bytes:
     return mutate(rng, MODEL, [MODEL])
 
 
+HEADER, KEYFRAME, CONTROL = (wire.type_tag(k) for k in (wire.Kind.HEADER, wire.Kind.KEYFRAME, wire.Kind.CONTROL))
+# kinds without a field generator here, kinds this version lacks, past versions' tags, non-tags
+OTHER_TAGS = [
+    wire.VERSION << 4,
+    wire.type_tag(wire.Kind.REFERENCE),
+    (wire.VERSION << 4) | 0xF,
+    0x11,
+    0x13,
+    0x21,
+    0x01,
+    -1,
+    255,
+]
+
+
 def near_valid(rng: np.random.Generator) -> bytes:
     kind = int(rng.integers(0, 5))
     if kind == 0:  # binary PARAMS: a tag byte, a 16-bit time, a range-coded body
         tag = 0x40 | int(rng.integers(0, 64)) if rng.random() < 0.8 else int(rng.integers(0, 256))
         return bytes([tag]) + bytes(rng.integers(0, 256, int(rng.integers(0, 40)), dtype=np.uint8))
     if kind == 1:
-        body = [0x22, int(rng.integers(-1, 300)), int(rng.integers(-1, 200)), int(rng.integers(-1, 200)), value(rng)]
+        body = [
+            KEYFRAME,
+            int(rng.integers(-1, 300)),
+            int(rng.integers(-1, 200)),
+            int(rng.integers(-1, 200)),
+            value(rng),
+        ]
     elif kind == 2:
-        body = [0x24, int(rng.integers(-2, 6)), int(rng.integers(-(2**40), 2**40))]
+        body = [CONTROL, int(rng.integers(-2, 6)), int(rng.integers(-(2**40), 2**40))]
     elif kind == 3:
         near = {
             "profile": "mesh",
@@ -89,10 +110,10 @@ def near_valid(rng: np.random.Generator) -> bytes:
             "time_ms": int(rng.integers(-1, 2**33)),
             "entropy": MODEL if rng.random() < 0.5 else fuzz_mutate_model(rng),
         }
-        body = [0x21, value(rng) if rng.random() < 0.3 else near]
+        body = [HEADER, value(rng) if rng.random() < 0.3 else near]
     else:
         body = [
-            int(rng.choice([0x20, 0x25, 0x2F, 0x11, 0x13, 0x01, -1, 255])),
+            int(rng.choice(OTHER_TAGS)),
             *[value(rng) for _ in range(int(rng.integers(0, 7)))],
         ]
     if rng.random() < 0.3:

@@ -118,7 +118,8 @@ class FaceDecoder(Decoder):
             self.stats.last_error = str(exc)
             if exc.kind == wire.Kind.HEADER and self.header is None:
                 # A caller of another version: refuse it in one line, in words its own build reads.
-                return self.fail(str(exc)) + ([Packet(wire.V1_BYE, True)] if exc.version == 1 else [])
+                bye = wire.past_bye(exc.version)
+                return self.fail(str(exc)) + ([Packet(bye, True)] if bye is not None else [])
             return []
         except wire.WireError as exc:
             self.stats.bad_packets += 1

@@ -36,7 +36,10 @@ import numpy as np
 
 from codec.entropy import MAX_BATCH, Coder, EntropyError
 
-VERSION = 2
+# 3: the reference bank kept through keyframes and the eyes settled between the lids (the sender's
+# closed loop assumes the receiver draws as it does, so an older receiver is refused, not served)
+VERSION = 3
+PAST_VERSIONS = (1, 2)  # a caller of these gets a refusal it can read
 MAX_PARAMS_BYTES = 512  # one PARAMS message of up to MAX_BATCH frames; a real one is 6-20 bytes
 MAX_HEADER_BYTES = 16 * 1024  # the entropy model travels in it (~0.3 KB for 17 values, 8 KB at most)
 KEYFRAME_CHUNK_BYTES = 16 * 1024  # below every SCTP implementation's message limit
@@ -53,7 +56,6 @@ PARAMS_REFS_BIT = 0x01
 PARAMS_FIXED_BYTES = 3
 REF_REGIONS = 2  # regions a frame may draw from references (models.mesh.reference.REGION_NAMES)
 REF_SLOTS = 15  # reference slots 1..15 on the wire (a bank holds fewer)
-V1_BYE = bytes([0x93, 0x14, 0x03, 0x00])  # [(1 << 4) | CONTROL, BYE, 0]: what a v1 peer understands
 
 
 class Kind(enum.IntEnum):
@@ -86,8 +88,11 @@ class WireVersionError(WireError):
 
     def __init__(self, version: int, kind: int) -> None:
         self.version, self.kind = version, kind
-        if version == 1:
-            text = "the peer speaks fvcall wire format v1, this build speaks v2: run the same fvcall on both ends"
+        if version in PAST_VERSIONS:
+            text = (
+                f"the peer speaks fvcall wire format v{version}, this build speaks v{VERSION}:"
+                " run the same fvcall on both ends"
+            )
         else:
             text = f"unsupported packet version {version} (this build speaks {VERSION})"
         super().__init__(text)
@@ -225,7 +230,8 @@ def unpack_keyframe(payload: bytes) -> Keyframe:
     return Keyframe(m["h264"], m.get("aux", b""))
 
 
-def _tv(kind: Kind) -> int:
+def type_tag(kind: Kind) -> int:
+    """The first element of a message of this version and kind."""
     return (VERSION << 4) | int(kind)
 
 
@@ -234,16 +240,16 @@ def encode(msg: Message, coder: Coder | None = None) -> bytes:
     if isinstance(msg, Params):
         return _encode_params(msg, coder)
     if isinstance(msg, KeyframeChunk):
-        body = [_tv(Kind.KEYFRAME), msg.kf_id % KF_MODULO, msg.index, msg.count, msg.data]
+        body = [type_tag(Kind.KEYFRAME), msg.kf_id % KF_MODULO, msg.index, msg.count, msg.data]
     elif isinstance(msg, ControlMessage):
-        body = [_tv(Kind.CONTROL), int(msg.code), int(msg.arg)]
+        body = [type_tag(Kind.CONTROL), int(msg.code), int(msg.arg)]
     elif isinstance(msg, Reference):
         if len(msg.data) > KEYFRAME_CHUNK_BYTES:
             raise WireError(f"reference too large: {len(msg.data)} bytes")
-        body = [_tv(Kind.REFERENCE), msg.kf_id % KF_MODULO, msg.slot, msg.regions, msg.data]
+        body = [type_tag(Kind.REFERENCE), msg.kf_id % KF_MODULO, msg.slot, msg.regions, msg.data]
     elif isinstance(msg, Header):
         body = [
-            _tv(Kind.HEADER),
+            type_tag(Kind.HEADER),
             {
                 "profile": msg.profile,
                 "size": msg.size,
@@ -434,9 +440,18 @@ def _decode_header(body: list, size: int) -> Header:
 
 def is_header(data: bytes) -> bool:
     """Cheap peek: does this message look like a HEADER (a fixarray whose first element is its tag), of
-    this version or of v1 (so a v1 caller reaches the decoder and gets its refusal)? For routing only;
-    decode() still validates it."""
-    return len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] in (_tv(Kind.HEADER), (1 << 4) | Kind.HEADER)
+    this version or a past one (so an older caller reaches the decoder and gets its refusal)? For
+    routing only; decode() still validates it."""
+    tags = [(v << 4) | Kind.HEADER for v in (VERSION, *PAST_VERSIONS)]
+    return len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] in tags
+
+
+def past_bye(version: int) -> bytes | None:
+    """A BYE in a past version's own framing ([(version << 4) | CONTROL, BYE, 0], the same in v1 and
+    v2), so that its caller ends the call; None for a version this build never spoke."""
+    if version not in PAST_VERSIONS:
+        return None
+    return msgpack.packb([(version << 4) | Kind.CONTROL, int(Control.BYE), 0])
 
 
 def split_keyframe(kf_id: int, payload: bytes) -> list[KeyframeChunk]:

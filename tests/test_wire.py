@@ -14,6 +14,10 @@ from codec.params import QuantSpec
 GOLDEN = Path(__file__).parent / "golden"
 N_EXPR = 11
 CODER = entropy.Coder(entropy.generic(N_EXPR), QuantSpec(), 25.0)
+# this version's tags of the msgpack kinds
+HEADER, KEYFRAME, CONTROL, REFERENCE = (
+    wire.type_tag(k) for k in (wire.Kind.HEADER, wire.Kind.KEYFRAME, wire.Kind.CONTROL, wire.Kind.REFERENCE)
+)
 VALUES = np.array([1, -2, 3, -4, 5, -6, 7, -8, 9, -10, 11, -12, 13, -14, 15, -16, 17])
 
 MESSAGES: dict[str, wire.Message] = {
@@ -38,6 +42,12 @@ MESSAGES: dict[str, wire.Message] = {
 }
 
 
+def _golden(name: str) -> bytes:
+    """This version's bytes of MESSAGES[name]; PARAMS carry no version (their tag is 0x40-0x7F), so
+    their v2 bytes are v3's."""
+    return (GOLDEN / f"{name}_{'v2' if name.startswith('params') else 'v3'}.bin").read_bytes()
+
+
 def _same(a: wire.Message, b: wire.Message) -> bool:
     if isinstance(a, wire.Params) and isinstance(b, wire.Params):
         offsets = a.offsets_ms or (0,) * len(a.frames)
@@ -53,30 +63,37 @@ def _same(a: wire.Message, b: wire.Message) -> bool:
 
 @pytest.mark.parametrize("name", sorted(MESSAGES))
 def test_golden_bytes(name: str) -> None:
-    golden = (GOLDEN / f"{name}_v2.bin").read_bytes()
+    golden = _golden(name)
     assert wire.encode(MESSAGES[name], CODER) == golden
     assert _same(MESSAGES[name], wire.decode(golden, CODER))
 
 
 def test_params_packet_is_small() -> None:
     # 17 large values (6 pose + 11 expression, up to 17 steps) under the generic model: v1 took 31 bytes.
-    assert len((GOLDEN / "params_v2.bin").read_bytes()) < len((GOLDEN / "params_v1.bin").read_bytes()) * 0.6
-    assert len((GOLDEN / "params_no_face_v2.bin").read_bytes()) == 3
+    assert len(_golden("params")) < len((GOLDEN / "params_v1.bin").read_bytes()) * 0.6
+    assert len(_golden("params_no_face")) == 3
 
 
 def test_params_without_coder_keep_their_body() -> None:
-    msg = wire.decode((GOLDEN / "params_v2.bin").read_bytes())
+    msg = wire.decode(_golden("params"))
     assert isinstance(msg, wire.Params) and msg.frames == () and msg.body
 
 
-def test_v1_peer_gets_one_line_refusal() -> None:
-    for name in ("header", "params", "keyframe_chunk", "control_keyframe_request"):
+@pytest.mark.parametrize(
+    ("version", "names"),
+    [
+        (1, ("header", "params", "keyframe_chunk", "control_keyframe_request")),
+        (2, ("header", "keyframe_chunk", "control_keyframe_request", "reference")),
+    ],
+)
+def test_past_version_peer_gets_one_line_refusal(version: int, names: tuple[str, ...]) -> None:
+    for name in names:
         with pytest.raises(wire.WireVersionError) as err:
-            wire.decode((GOLDEN / f"{name}_v1.bin").read_bytes())
+            wire.decode((GOLDEN / f"{name}_v{version}.bin").read_bytes())
         assert str(err.value) == (
-            "the peer speaks fvcall wire format v1, this build speaks v2: run the same fvcall on both ends"
+            f"the peer speaks fvcall wire format v{version}, this build speaks v3: run the same fvcall on both ends"
         )
-        assert err.value.version == 1
+        assert err.value.version == version
 
 
 def test_keyframe_split_and_reassemble_out_of_order() -> None:
@@ -103,39 +120,44 @@ def test_newer_keyframe_replaces_half_received_one() -> None:
     [
         (b"", "malformed packet: empty"),
         (b"\xc1\x00garbage", "malformed packet: not msgpack (FormatError)"),
-        ((GOLDEN / "header_v2.bin").read_bytes()[:-3], "malformed packet: not msgpack (ValueError)"),
+        (_golden("header")[:-3], "malformed packet: not msgpack (ValueError)"),
         (b"\x00" * (wire.MAX_MESSAGE_BYTES + 1), f"packet too large: {wire.MAX_MESSAGE_BYTES + 1} bytes (limit 16448)"),
-        (msgpack.packb([(3 << 4) | 4, 0, 0]), "unsupported packet version 3 (this build speaks 2)"),
-        (msgpack.packb([(2 << 4) | 9]), "malformed packet: unknown kind 9"),
+        (msgpack.packb([(4 << 4) | 4, 0, 0]), "unsupported packet version 4 (this build speaks 3)"),
+        (msgpack.packb([(3 << 4) | 9]), "malformed packet: unknown kind 9"),
         (msgpack.packb({"a": 1}), "malformed packet: no type tag"),
         (b"\x40", "malformed packet: params truncated"),
         (b"\x41\x00\x00\x00", "malformed packet: params references"),
         (b"\x41\x00\x00\x02\x12", "malformed packet: params references"),
         (b"\x41\x00\x00\x01\x12", "malformed packet: params without values"),
         (b"\x43\x00\x00", "malformed packet: no-face params name references"),
-        (msgpack.packb([0x25, 0, 0, 1, b""]), "malformed packet: reference slot out of range"),
-        (msgpack.packb([0x25, 0, 16, 1, b""]), "malformed packet: reference slot out of range"),
-        (msgpack.packb([0x25, 0, 1, 0, b""]), "malformed packet: reference regions out of range"),
-        (msgpack.packb([0x25, 0, 1, 4, b""]), "malformed packet: reference regions out of range"),
-        (msgpack.packb([0x25, 0, 1, 1, "x"]), "malformed packet: reference picture"),
-        (msgpack.packb([0x25, 0, 1, 1]), "malformed packet: reference needs 5 fields"),
+        (msgpack.packb([REFERENCE, 0, 0, 1, b""]), "malformed packet: reference slot out of range"),
+        (msgpack.packb([REFERENCE, 0, 16, 1, b""]), "malformed packet: reference slot out of range"),
+        (msgpack.packb([REFERENCE, 0, 1, 0, b""]), "malformed packet: reference regions out of range"),
+        (msgpack.packb([REFERENCE, 0, 1, 4, b""]), "malformed packet: reference regions out of range"),
+        (msgpack.packb([REFERENCE, 0, 1, 1, "x"]), "malformed packet: reference picture"),
+        (msgpack.packb([REFERENCE, 0, 1, 1]), "malformed packet: reference needs 5 fields"),
         (b"\x42\x00\x00\x01", "malformed packet: no-face params carry values"),
         (b"\x40\x00\x00", "malformed packet: params without values"),
         (b"\x40" + b"\x00" * 600, "packet too large: 601 bytes (limit 512)"),
-        (msgpack.packb([0x22, 0, 5, 5, b""]), "malformed packet: chunk index out of range"),
-        (msgpack.packb([0x22, 0, 0, 1000, b""]), "malformed packet: chunk count out of range"),
-        (msgpack.packb([0x24, 99, 0]), "malformed packet: control code out of range"),
+        (msgpack.packb([KEYFRAME, 0, 5, 5, b""]), "malformed packet: chunk index out of range"),
+        (msgpack.packb([KEYFRAME, 0, 0, 1000, b""]), "malformed packet: chunk count out of range"),
+        (msgpack.packb([CONTROL, 99, 0]), "malformed packet: control code out of range"),
         (
-            msgpack.packb([0x21, {"profile": "../x", "size": 256, "fps": 25.0, "n_expr": 11, "steps": [1, 1, 1, 1]}]),
+            msgpack.packb([HEADER, {"profile": "../x", "size": 256, "fps": 25.0, "n_expr": 11, "steps": [1, 1, 1, 1]}]),
             "malformed header: profile",
         ),
         (
-            msgpack.packb([0x21, {"profile": "mesh", "size": 256, "fps": 25.0, "n_expr": 11, "steps": [1, 1, -1, 1]}]),
+            msgpack.packb(
+                [HEADER, {"profile": "mesh", "size": 256, "fps": 25.0, "n_expr": 11, "steps": [1, 1, -1, 1]}]
+            ),
             "malformed header: steps",
         ),
         (
             msgpack.packb(
-                [0x21, {"profile": "mesh", "size": 256, "fps": 25.0, "n_expr": 1, "steps": [1, 1, 1, 1], "entropy": 3}]
+                [
+                    HEADER,
+                    {"profile": "mesh", "size": 256, "fps": 25.0, "n_expr": 1, "steps": [1, 1, 1, 1], "entropy": 3},
+                ]
             ),
             "malformed header: entropy model",
         ),
@@ -161,20 +183,24 @@ def test_random_garbage_never_escapes_as_another_exception() -> None:
 
 
 def test_is_header_peek() -> None:
-    assert wire.is_header((GOLDEN / "header_v2.bin").read_bytes())
-    assert wire.is_header((GOLDEN / "header_v1.bin").read_bytes())  # reaches the decoder, which refuses it
-    assert not any(wire.is_header((GOLDEN / f"{n}_v2.bin").read_bytes()) for n in MESSAGES if n != "header")
+    assert wire.is_header(_golden("header"))
+    for old in ("header_v1.bin", "header_v2.bin"):  # reach the decoder, which refuses them
+        assert wire.is_header((GOLDEN / old).read_bytes())
+    assert not any(wire.is_header(_golden(n)) for n in MESSAGES if n != "header")
     assert not wire.is_header(b"") and not wire.is_header(b"\x92")
 
 
-def test_v1_caller_is_refused_by_the_decoder_with_a_bye_it_understands() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_past_version_caller_is_refused_by_the_decoder_with_a_bye_it_understands(version: int) -> None:
     from codec.decoder import FaceDecoder
 
     dec = FaceDecoder(renderer_factory=lambda h: None)  # never reached
-    replies = dec.receive((GOLDEN / "header_v1.bin").read_bytes())
-    assert dec.error is not None and dec.error.startswith("the peer speaks fvcall wire format v1")
-    assert [r.data for r in replies][-1] == wire.V1_BYE and all(r.reliable for r in replies)
-    assert msgpack.unpackb(wire.V1_BYE) == [0x14, int(wire.Control.BYE), 0]  # v1's own BYE
+    replies = dec.receive((GOLDEN / f"header_v{version}.bin").read_bytes())
+    assert dec.error is not None and dec.error.startswith(f"the peer speaks fvcall wire format v{version}")
+    assert all(r.reliable for r in replies)
+    # that version's own BYE, byte for byte: a fixarray of 3, its CONTROL tag, BYE, 0
+    assert replies[-1].data == bytes([0x93, (version << 4) | 0x04, 0x03, 0x00])
+    assert replies[-1].data[:2] == (GOLDEN / f"control_keyframe_request_v{version}.bin").read_bytes()[:2]
     assert dec.header is None and dec.stats.bad_packets == 1
 
 
