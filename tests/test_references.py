@@ -262,6 +262,24 @@ def test_a_mouth_open_wider_than_its_source_is_dark_inside() -> None:
     assert np.all((half[core] > frame[core]) & (half[core] < 200))
 
 
+def test_the_sender_measures_the_mouth_darkened_as_the_receiver_draws_it() -> None:
+    lm = open_mouth(12.0)
+    frame = np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    drawn = frame.copy()
+    mouth.darken(drawn, lm, 0.7)
+    x0, y0, x1, y1 = box = (80, 130, 180, 200)  # the mouth and around it, as a region's box
+    y = (frame.astype(np.float32) @ reference.LUMA)[y0:y1, x0:x1]
+    got = mouth.darken_luma(y, box, lm, 0.7, SIZE)
+    want = (drawn.astype(np.float32) @ reference.LUMA)[y0:y1, x0:x1]
+    assert np.abs(got - want).max() < 1.0  # the receiver rounds each channel to uint8
+    assert np.abs(y - want).max() > 50  # and it did darken
+    assert mouth.darken_luma(y, box, lm, 0.0, SIZE) is y
+    corner = np.zeros((20, 20), np.float32)
+    assert mouth.darken_luma(corner, (0, 0, 20, 20), lm, 1.0, SIZE) is corner  # off the mouth: kept
+    finish = mouth.darkened(box, lm, [0.0, 0.7], SIZE)
+    assert finish(0, y) is y and np.array_equal(finish(1, y), got)
+
+
 def test_a_slot_not_held_draws_from_the_keyframe(renderer: MeshRenderer) -> None:
     base = renderer.render(zero(renderer))
     assert np.array_equal(renderer.render(zero(renderer, (9, 9))), base)

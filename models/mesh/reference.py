@@ -15,6 +15,7 @@ over the keyframe warp with a feathered mask of the region around the frame's la
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import cv2
@@ -212,10 +213,16 @@ class RegionWarp:
         base = frame[y0:y1, x0:x1].astype(np.float32)
         frame[y0:y1, x0:x1] = np.clip(base + weight * (patch[..., :3] - base) + 0.5, 0, 255).astype(np.uint8)
 
-    def errors(self, sources: list[Source], crop_y: np.ndarray) -> list[float]:
+    def errors(
+        self,
+        sources: list[Source],
+        crop_y: np.ndarray,
+        finish: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    ) -> list[float]:
         """Mean squared luma error, over the region, of the frame with the region drawn from each
         source against the crop's luma (S, S). sources[0] is the keyframe: what shows where a
-        reference is not valid, as in composite()."""
+        reference is not valid, as in composite(). finish(k, y): what the renderer does after
+        drawing from sources[k] to the box's luma y (h, w), as the receiver does it."""
         if self.box is None:
             return [0.0] * len(sources)
         x0, y0, x1, y1 = self.box
@@ -232,5 +239,7 @@ class RegionWarp:
             else:
                 v = patch[..., 3]
                 y = base + v * (y - base)
+            if finish is not None:
+                y = finish(len(out), y)
             out.append(float(np.sum(m * (y - want) ** 2) / norm))
         return out

@@ -293,7 +293,12 @@ class MeshRenderer:
                 if src.covered >> r & 1 and reference.can_show(src.landmarks, moved, r)
             ]
             sources = [self._key_source] + [self._bank[n] for n in slots[1:]]
-            errs = reference.RegionWarp(self._face_tri, moved, self.size, r).errors(sources, crop_y)
+            warp = reference.RegionWarp(self._face_tri, moved, self.size, r)
+            finish = None
+            if r == mouth.REGION and warp.box is not None:  # measured as drawn: with its inside darkened
+                dark = [mouth.darkness(moved, lm) for lm in [self._key_lm] + [s.landmarks for s in sources[1:]]]
+                finish = mouth.darkened(warp.box, moved, dark, self.size)
+            errs = warp.errors(sources, crop_y, finish)
             out.append(dict(zip(slots, errs, strict=True)))
         return out
 
