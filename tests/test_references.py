@@ -206,6 +206,29 @@ def test_sender_measures_each_source_of_a_region(renderer: MeshRenderer) -> None
     assert mouth[1] < 5.0 < mouth[0]  # the crop is the reference's picture: it serves, the keyframe does not
 
 
+def test_a_region_is_measured_only_where_a_face_triangle_covers_it() -> None:
+    """Beyond the face's outline the frame shows the whole-frame warp whatever the source: those
+    pixels of a region's box are no source's error (they counted as black, and a constant added to
+    every source's error blunted the choice between them)."""
+    lm = synthetic_landmarks()
+    tri = reference.face_triangles(lm, 468)
+    picture = textured_image(3)
+    eyes = reference.REGION_NAMES.index("eyes")
+    whole = reference.RegionWarp(tri, lm, SIZE, eyes)
+    assert whole.box is not None
+    x0, y0, x1, y1 = whole.box
+    left = tri[lm[tri, 0].mean(1) < (x0 + x1) / 2]  # a mesh that covers only the box's left half
+    warp = reference.RegionWarp(left, lm, SIZE, eyes)
+    src = reference.make_source(picture, lm, 0b11, left)
+    patch = warp.patch(src)
+    covered = patch[..., 3] > 0
+    assert 0.2 < (covered & (warp.mask > 0)).sum() / (warp.mask > 0).sum() < 0.8
+    crop_y = np.full((SIZE, SIZE), 255.0, np.float32)  # white where nothing is drawn from a source
+    crop_y[y0:y1, x0:x1][covered] = (patch[..., :3] @ reference.LUMA)[covered]
+    (err,) = warp.errors([src], crop_y)
+    assert err < 1.0
+
+
 def test_a_shut_reference_is_not_measured_for_an_open_frame(renderer: MeshRenderer) -> None:
     """A reference whose lips are closed would stretch them over the open mouth of the frame (a
     smear that can still beat the keyframe's error): the sender does not offer it for the mouth."""

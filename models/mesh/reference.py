@@ -226,16 +226,19 @@ class RegionWarp:
         if self.box is None:
             return [0.0] * len(sources)
         x0, y0, x1, y1 = self.box
-        m = self.mask
-        norm = max(float(m.sum()), 1e-6)
         want = crop_y[y0:y1, x0:x1]
         base: np.ndarray | None = None
+        m, norm = self.mask, 1e-6
         out = []
         for src in sources:
             patch = self.patch(src)
             y = patch[..., :3] @ LUMA
             if base is None:
+                # Where no face triangle covers the box (beyond the face's outline), the frame shows
+                # the whole-frame warp whatever the source: those pixels are no source's error.
                 base = y
+                m = self.mask * patch[..., 3]
+                norm = max(float(m.sum()), 1e-6)
             else:
                 v = patch[..., 3]
                 y = base + v * (y - base)
