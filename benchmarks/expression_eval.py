@@ -40,6 +40,7 @@ import numpy as np
 
 from benchmarks.harness import face_metrics as fm
 from benchmarks.harness.clips import load_clip
+from benchmarks.harness.media import label
 from codec import driver, wire
 from codec import rate as wire_rate
 from codec.api import Packet
@@ -287,13 +288,6 @@ def sheet_candidates(clip: str, ref_series: dict[str, list[float]]) -> list[tupl
         j = int(np.nanargmax(strength))
         out.append((row, float(strength[j]), idx[j]))
     return out
-
-
-def label(img: np.ndarray, text: str) -> np.ndarray:
-    img = img.copy()
-    cv2.putText(img, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(img, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
-    return img
 
 
 def main() -> None:

@@ -94,7 +94,8 @@ def _anchor_cfg(doc: dict[str, Any], anchors: list[anc.AnchorConfig]) -> anc.Anc
     return next(a for a in anchors if a.name == doc["name"])
 
 
-def _label(img: np.ndarray, text: str) -> np.ndarray:
+def label(img: np.ndarray, text: str) -> np.ndarray:
+    """img with a black band above it that carries text (contact sheets: the picture stays whole)."""
     band = np.zeros((LABEL_H, img.shape[1], 3), np.uint8)
     cv2.putText(band, text, (3, LABEL_H - 7), FONT, FONT_SCALE, (255, 255, 255), 1, cv2.LINE_AA)
     return np.vstack([band, img])
@@ -157,7 +158,7 @@ def make(
 
     rows = []
     for i, why in _rows(scorer, scored):
-        tiles = [_label(c[i], f"{name}" if k else f"frame {i}: {why}") for k, (name, c) in enumerate(columns)]
+        tiles = [label(c[i], f"{name}" if k else f"frame {i}: {why}") for k, (name, c) in enumerate(columns)]
         rows.append(np.hstack(tiles))
     header = np.zeros((LABEL_H, rows[0].shape[1], 3), np.uint8)
     w = crops[0].shape[1]
