@@ -40,6 +40,8 @@ class DemoResult:
     """Sender's upstream rate measured at its sockets (all datagrams, IPv4/UDP headers included)."""
     keyframe_bytes: int
     """Bytes of keyframe messages."""
+    references: int
+    """Reference pictures the sender sent (codec.bank; their bytes are in the payload)."""
     params_bytes_per_frame: float
     """Parameter bytes per frame sent (PARAMS only: keyframes, references and headers left out)."""
     psnr_db: float
@@ -106,6 +108,7 @@ async def run_demo(
         summary["payload_kbps"],
         summary["wire_tx_kbps"],
         summary["keyframe_bytes"],
+        summary["references"],
         summary["payload_bytes_per_frame"] or 0.0,
         float(np.mean(scores)) if scores else float("nan"),
         float(np.mean(shown_scores)) if shown_scores else float("nan"),
@@ -154,6 +157,7 @@ def summary_line(r: DemoResult) -> str:
     )
     return (
         f"demo: {r.frames_rendered}/{r.frames_sent} frames rendered | payload {r.payload_kbps:.2f} kbit/s "
-        f"(keyframe {r.keyframe_bytes} B, {r.params_bytes_per_frame:.1f} B/frame) | wire up {r.wire_kbps:.2f} "
-        f"kbit/s | {ms} | PSNR {r.psnr_db:.2f} dB rendered, {r.psnr_shown_db:.2f} dB shown | wrote {r.out}"
+        f"(keyframe {r.keyframe_bytes} B, {r.references} references, {r.params_bytes_per_frame:.1f} B/frame)"
+        f" | wire up {r.wire_kbps:.2f} kbit/s | {ms} | PSNR {r.psnr_db:.2f} dB rendered,"
+        f" {r.psnr_shown_db:.2f} dB shown | wrote {r.out}"
     )

@@ -105,7 +105,7 @@ def test_demo_writes_side_by_side_and_prints_rates(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stdout + res.stderr
     line = [s for s in res.stdout.splitlines() if s.startswith("demo:")]
-    assert line and "kbit/s" in line[0] and "PSNR" in line[0]
+    assert line and "kbit/s" in line[0] and "PSNR" in line[0] and " references, " in line[0]
     with av.open(str(out)) as c:
         f = next(c.decode(video=0))
     assert (f.width, f.height) == (512, 256)  # input | output
