@@ -66,6 +66,9 @@ class Kind(enum.IntEnum):
     REFERENCE = 5
 
 
+_HEADER_TAGS = frozenset((v << 4) | Kind.HEADER for v in (VERSION, *PAST_VERSIONS))  # this version's, past ones'
+
+
 class Control(enum.IntEnum):
     KEYFRAME_REQUEST = 1  # arg: the kf_id the receiver has (or -1)
     KEYFRAME_ACK = 2  # arg: kf_id now in use at the receiver
@@ -442,8 +445,7 @@ def is_header(data: bytes) -> bool:
     """Cheap peek: does this message look like a HEADER (a fixarray whose first element is its tag), of
     this version or a past one (so an older caller reaches the decoder and gets its refusal)? For
     routing only; decode() still validates it."""
-    tags = [(v << 4) | Kind.HEADER for v in (VERSION, *PAST_VERSIONS)]
-    return len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] in tags
+    return len(data) > 1 and 0x90 <= data[0] <= 0x9F and data[1] in _HEADER_TAGS
 
 
 def past_bye(version: int) -> bytes | None:

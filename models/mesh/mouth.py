@@ -55,8 +55,31 @@ def darken_luma(y: np.ndarray, box: tuple[int, int, int, int], lm: np.ndarray, a
     """The luma y (h, w) float32 of a (size, size) frame's box (x0, y0, x1, y1) as darken() leaves
     it: for the sender's measurement of the mouth the receiver draws. A new array, or y itself where
     nothing is darkened."""
-    found = _inside(lm, size) if amount > 0.0 else None
-    if found is None:
+    return _darken_box(y, box, _inside(lm, size) if amount > 0.0 else None, amount)
+
+
+def darkened(
+    box: tuple[int, int, int, int], lm: np.ndarray, amounts: list[float], size: int
+) -> Callable[[int, np.ndarray], np.ndarray]:
+    """For models.mesh.reference.RegionWarp.errors: the luma of box drawn from source k, darkened by
+    amounts[k] (darkness() of that source) as the renderer darkens it. The polygon is drawn once
+    for every source."""
+    found = _inside(lm, size) if max(amounts, default=0.0) > 0.0 else None
+
+    def finish(k: int, y: np.ndarray) -> np.ndarray:
+        return _darken_box(y, box, found, amounts[k])
+
+    return finish
+
+
+def _darken_box(
+    y: np.ndarray,
+    box: tuple[int, int, int, int],
+    found: tuple[np.ndarray, tuple[int, int, int, int]] | None,
+    amount: float,
+) -> np.ndarray:
+    """darken_luma() given the polygon's weight and box (_inside(); None: off the frame)."""
+    if found is None or amount <= 0.0:
         return y
     alpha, (ax0, ay0, ax1, ay1) = found
     x0, y0, x1, y1 = box
@@ -67,18 +90,6 @@ def darken_luma(y: np.ndarray, box: tuple[int, int, int, int], lm: np.ndarray, a
     part = out[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
     part += alpha[iy0 - ay0 : iy1 - ay0, ix0 - ax0 : ix1 - ax0] * (amount * DEPTH) * (COLOUR_Y - part)
     return out
-
-
-def darkened(
-    box: tuple[int, int, int, int], lm: np.ndarray, amounts: list[float], size: int
-) -> Callable[[int, np.ndarray], np.ndarray]:
-    """For models.mesh.reference.RegionWarp.errors: the luma of box drawn from source k, darkened by
-    amounts[k] (darkness() of that source) as the renderer darkens it."""
-
-    def finish(k: int, y: np.ndarray) -> np.ndarray:
-        return darken_luma(y, box, lm, amounts[k], size)
-
-    return finish
 
 
 def _inside(lm: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:

@@ -227,22 +227,20 @@ class RegionWarp:
             return [0.0] * len(sources)
         x0, y0, x1, y1 = self.box
         want = crop_y[y0:y1, x0:x1]
-        base: np.ndarray | None = None
-        m, norm = self.mask, 1e-6
+        key = self.patch(sources[0])
+        base = key[..., :3] @ LUMA
+        # Where no face triangle covers the box (beyond the face's outline), the frame shows the
+        # whole-frame warp whatever the source: those pixels are no source's error.
+        m = self.mask * key[..., 3]
+        norm = max(float(m.sum()), 1e-6)
         out = []
-        for src in sources:
-            patch = self.patch(src)
-            y = patch[..., :3] @ LUMA
-            if base is None:
-                # Where no face triangle covers the box (beyond the face's outline), the frame shows
-                # the whole-frame warp whatever the source: those pixels are no source's error.
-                base = y
-                m = self.mask * patch[..., 3]
-                norm = max(float(m.sum()), 1e-6)
+        for k, src in enumerate(sources):
+            if k == 0:
+                y = base
             else:
-                v = patch[..., 3]
-                y = base + v * (y - base)
+                patch = self.patch(src)
+                y = base + patch[..., 3] * (patch[..., :3] @ LUMA - base)
             if finish is not None:
-                y = finish(len(out), y)
+                y = finish(k, y)
             out.append(float(np.sum(m * (y - want) ** 2) / norm))
         return out

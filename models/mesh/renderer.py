@@ -296,7 +296,7 @@ class MeshRenderer:
             warp = reference.RegionWarp(self._face_tri, moved, self.size, r)
             finish = None
             if r == mouth.REGION and warp.box is not None:  # measured as drawn: with its inside darkened
-                dark = [mouth.darkness(moved, lm) for lm in [self._key_lm] + [s.landmarks for s in sources[1:]]]
+                dark = [mouth.darkness(moved, s.landmarks) for s in sources]  # the keyframe's: self._key_lm
                 finish = mouth.darkened(warp.box, moved, dark, self.size)
             errs = warp.errors(sources, crop_y, finish)
             out.append(dict(zip(slots, errs, strict=True)))
