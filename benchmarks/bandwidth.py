@@ -76,7 +76,7 @@ QUICK_ANCHORS = [
 # (dB, None: no references); combos reach lowest rates.
 FULL_FV = dict(
     quant=(1.0, 2.0, 4.0),
-    kf_crf=(21, 26, 34),
+    kf_crf=(34, 39, 45),
     every=(1, 2, 3),
     combo=(fv.FvSetting(2.0, 26, 2), fv.FvSetting(4.0, 34, 3)),
     refs=(None, 6.0, 3.0, 2.0),

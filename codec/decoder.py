@@ -79,6 +79,10 @@ class FaceDecoder(Decoder):
         self._assembler = wire.KeyframeAssembler()
         self._pending_kf: tuple[int, np.ndarray, bytes] | None = None
         self._pending_refs: list[tuple[wire.Reference, np.ndarray, bytes]] = []  # (msg, picture, aux)
+        # (kf_id, H.264 of its intra root and of it) of the newest decoded keyframe, and (kf_id, H.264)
+        # of the last intra one: what predicted keyframes and references decode from
+        self._kf_chain: tuple[int, list[bytes]] | None = None
+        self._root: tuple[int, bytes] | None = None
         self._outbox: list[Packet] = []  # replies render() produced, sent by the next poll()
         self._held_refs: set[int] = set()  # slots of the renderer's bank (render side)
         self._coder: entropy.Coder | None = None
@@ -171,6 +175,7 @@ class FaceDecoder(Decoder):
             self.header, self.renderer, self._quant = h, renderer, QuantSpec.from_list(h.steps)
             self._coder = coder
             self.kf_id, self._pending_kf, self._latest, self._frame = None, None, None, None
+            self._kf_chain, self._root = None, None
             self._pending_refs, self._held_refs = [], set()  # a new renderer holds no references
             self._queue, self._newest_ms, self._time_ref = [], None, h.time_ms
             self._first_ms, self._last_ms, self.stats.expected = None, None, 0
@@ -184,13 +189,21 @@ class FaceDecoder(Decoder):
             return []
         try:
             kf = wire.unpack_keyframe(payload)
-            image = keyframe.decode(kf.h264, self.header.size)
+            chain = [kf.h264]
+            if kf.base is not None:  # predicted from the intra keyframe it names: only that one will do
+                if self._root is None or self._root[0] != kf.base:
+                    raise keyframe.KeyframeError(f"keyframe predicted from keyframe {kf.base}, which is not here")
+                chain = [self._root[1], kf.h264]
+            image = keyframe.decode(kf.h264, self.header.size, chain[:-1])
         except (wire.WireError, keyframe.KeyframeError) as exc:
             self.stats.bad_packets += 1
             self.stats.last_error = str(exc)
             return self._request_keyframe(force=True)
         with self._lock:
             self._pending_kf = (chunk.kf_id, image, kf.aux)
+            self._kf_chain = (chunk.kf_id, chain)  # references of this keyframe are predicted from it
+            if kf.base is None:
+                self._root = (chunk.kf_id % wire.KF_MODULO, kf.h264)
         return [Packet(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_ACK, chunk.kf_id)), True)]
 
     def _on_reference(self, ref: wire.Reference) -> list[Packet]:
@@ -201,12 +214,13 @@ class FaceDecoder(Decoder):
             return []
         with self._lock:
             newest = self._pending_kf[0] if self._pending_kf is not None else self.kf_id
+            base = self._kf_chain[1] if self._kf_chain is not None and self._kf_chain[0] == newest else []
         if newest is None or ref.kf_id != newest % wire.KF_MODULO:
             self.stats.stale += 1  # for another keyframe: its bank is gone (or not here yet)
             return []
         try:
             kf = wire.unpack_keyframe(ref.data)
-            image = keyframe.decode(kf.h264, self.header.size)
+            image = keyframe.decode(kf.h264, self.header.size, base)
         except (wire.WireError, keyframe.KeyframeError) as exc:
             self.stats.bad_packets += 1
             self.stats.last_error = f"reference: {exc}"

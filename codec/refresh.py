@@ -8,7 +8,7 @@ The checks of the first REFERENCE_S after a keyframe set what this keyframe achi
 this caller; when the error then stays DROP_DB worse than that for HOLD_S (a light switched on, a
 hand over the face, a new pose held, the background behind a moving camera), a new keyframe is
 due. It is relative, so a grainy camera or a hard face is not refreshed forever, and rate-limited
-by MIN_INTERVAL_S: a refresh costs one keyframe (~2.5 KB at 256x256).
+by MIN_INTERVAL_S: a refresh costs one keyframe (1.1-1.9 KB at 256x256).
 
 The fixed limits of the encoder (turned too far, drifted, out of the wire range) still apply:
 those frames cannot be drawn at all; this catches the frames that can be drawn, but badly.
@@ -29,8 +29,12 @@ from models.types import FrameParams, PreviewRenderer
 
 CHECK_EVERY = 5  # frames between two checks: one extra render per 200 ms at 25 fps
 REFERENCE_S = 1.0  # checks in this long after a keyframe set its reference level
-DROP_DB = 3.0  # a refresh is due when the error stays this much above the reference ...
-HOLD_S = 1.0  # ... for this long
+# A refresh is due when the error stays DROP_DB above the reference for HOLD_S. 2 dB since a refresh
+# is mostly a P picture after the last intra keyframe (codec.keyframe, ~1.2 KB instead of ~1.8): on
+# PaddleGAN/fom_dv + DFRF/french (1800 frames, references at 4 dB) AKD68 1.248 -> 1.225 px for
+# 17.07 -> 17.38 kbit/s on the wire.
+DROP_DB = 2.0
+HOLD_S = 1.0
 MIN_INTERVAL_S = 2.0  # at most one error-driven keyframe per this long
 CHECK_SCALE = 2  # compare at 1/CHECK_SCALE resolution
 

@@ -37,9 +37,11 @@ import numpy as np
 from codec.entropy import MAX_BATCH, Coder, EntropyError
 
 # 3: the reference bank kept through keyframes and the eyes settled between the lids (the sender's
-# closed loop assumes the receiver draws as it does, so an older receiver is refused, not served)
-VERSION = 3
-PAST_VERSIONS = (1, 2)  # a caller of these gets a refusal it can read
+# closed loop assumes the receiver draws as it does, so an older receiver is refused, not served).
+# 4: a reference picture may be a P picture predicted from its keyframe's H.264 (codec.keyframe),
+# which a v3 receiver cannot decode.
+VERSION = 4
+PAST_VERSIONS = (1, 2, 3)  # a caller of these gets a refusal it can read
 MAX_PARAMS_BYTES = 512  # one PARAMS message of up to MAX_BATCH frames; a real one is 6-20 bytes
 MAX_HEADER_BYTES = 16 * 1024  # the entropy model travels in it (~0.3 KB for 17 values, 8 KB at most)
 KEYFRAME_CHUNK_BYTES = 16 * 1024  # below every SCTP implementation's message limit
@@ -190,7 +192,8 @@ class Reference:
     regions: int
     """Bit mask of the regions it holds (bit i: region i)."""
     data: bytes
-    """pack_keyframe(Keyframe(h264, aux)): the picture and its profile data."""
+    """pack_keyframe(Keyframe(h264, aux)): the picture and its profile data; the H.264 is an intra
+    picture or a P picture that follows keyframe kf_id's (codec.keyframe.decode with its base)."""
 
 
 def ack_arg(kf_id: int, slot: int) -> int:
@@ -208,17 +211,25 @@ Message = Header | KeyframeChunk | Params | ControlMessage | Reference
 
 @dataclass(frozen=True)
 class Keyframe:
-    """The keyframe message, carried in KeyframeChunks: msgpack map {"h264": bytes, "aux": bytes}."""
+    """The keyframe message, carried in KeyframeChunks: msgpack map {"h264": bytes, "aux": bytes}
+    and, for a keyframe predicted from an earlier one, "base": int."""
 
     h264: bytes
-    """One H.264 IDR picture of the face crop, Annex B (codec.keyframe)."""
+    """One H.264 picture of the face crop, Annex B (codec.keyframe): an IDR picture, or a P picture
+    that follows keyframe `base`."""
     aux: bytes = b""
     """The sender's profile data for this keyframe (Estimator.set_keyframe; b'' when none)."""
+    base: int | None = None
+    """The kf_id (modulo KF_MODULO) of the intra keyframe this one is predicted from; None: intra.
+    Unused in a Reference, which follows its own kf_id."""
 
 
 def pack_keyframe(kf: Keyframe) -> bytes:
     """The keyframe message's bytes, before split_keyframe()."""
-    return msgpack.packb({"h264": kf.h264, "aux": kf.aux}, use_bin_type=True)
+    m: dict[str, object] = {"h264": kf.h264, "aux": kf.aux}
+    if kf.base is not None:
+        m["base"] = kf.base % KF_MODULO
+    return msgpack.packb(m, use_bin_type=True)
 
 
 def unpack_keyframe(payload: bytes) -> Keyframe:
@@ -230,7 +241,10 @@ def unpack_keyframe(payload: bytes) -> Keyframe:
         raise WireError("malformed keyframe: not msgpack") from None
     if not isinstance(m, dict) or not isinstance(m.get("h264"), bytes) or not isinstance(m.get("aux", b""), bytes):
         raise WireError("malformed keyframe: missing picture")
-    return Keyframe(m["h264"], m.get("aux", b""))
+    base = m.get("base")
+    if base is not None and (type(base) is not int or not 0 <= base < KF_MODULO):
+        raise WireError("malformed keyframe: base is not a keyframe id")
+    return Keyframe(m["h264"], m.get("aux", b""), base)
 
 
 def type_tag(kind: Kind) -> int:
@@ -449,8 +463,8 @@ def is_header(data: bytes) -> bool:
 
 
 def past_bye(version: int) -> bytes | None:
-    """A BYE in a past version's own framing ([(version << 4) | CONTROL, BYE, 0], the same in v1 and
-    v2), so that its caller ends the call; None for a version this build never spoke."""
+    """A BYE in a past version's own framing ([(version << 4) | CONTROL, BYE, 0], the same in v1 to
+    v3), so that its caller ends the call; None for a version this build never spoke."""
     if version not in PAST_VERSIONS:
         return None
     return msgpack.packb([(version << 4) | Kind.CONTROL, int(Control.BYE), 0])

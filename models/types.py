@@ -161,8 +161,12 @@ class ReferenceRenderer(Renderer, Protocol):
         `regions`: bit mask of the regions it is for. Raises ValueError when aux or the picture is
         unusable. The bank outlives keyframes: a reference serves every later keyframe's frames."""
 
-    def reference_picture(self, crop: np.ndarray, aux: bytes, regions: int) -> np.ndarray:
-        """What the sender encodes for a reference of `crop`: only the regions' pixels matter."""
+    def reference_picture(
+        self, crop: np.ndarray, aux: bytes, regions: int, background: np.ndarray | None = None
+    ) -> np.ndarray:
+        """What the sender encodes for a reference of `crop`: only the regions' pixels matter; the
+        rest shows `background` (the decoded keyframe, which a predicted picture codes as skipped),
+        or a flat fill where None (cheapest for an intra picture)."""
 
     def region_errors(self, params: FrameParams, crop: np.ndarray, regions: int = -1) -> list[dict[int, float]]:
         """Per region, slot -> the error (mean squared luma) against `crop` of the frame for these

@@ -273,6 +273,76 @@ def test_keyframe_has_no_sei_and_keeps_quality() -> None:
         keyframe.decode(data, 128)
 
 
+def test_predicted_pictures_decode_only_after_their_chain() -> None:
+    """A picture predicted from the keyframe's bytes decodes only with them, to the picture the
+    sender decodes, and costs far less than the same picture intra-coded; a chain of a predicted
+    keyframe and a reference after it decodes the same way."""
+    from models.sample import photo
+
+    base = photo()[32:288, 32:288]
+    moved, more = np.roll(base, 3, axis=1), np.roll(base, 5, axis=0)  # the same face a little aside
+    root = keyframe.Coded(base, keyframe.encode(base))
+    assert keyframe.is_intra(root.data)
+    data = keyframe.encode_predicted([root], moved, qp=30)
+    assert data is not None and not keyframe.is_intra(data)
+    assert keyframe.encode_predicted([root], moved, qp=30) == data  # deterministic
+    assert psnr(keyframe.decode(data, 256, [root.data]), moved) > 30
+    assert len(data) < len(keyframe.encode(moved)) / 2
+    with pytest.raises(keyframe.KeyframeError, match=r"^keyframe does not decode"):
+        keyframe.decode(data, 256)  # without its keyframe
+    assert np.array_equal(keyframe.decode(root.data, 256, [root.data]), keyframe.decode(root.data, 256))
+    chain = [root, keyframe.Coded(moved, data, 30)]
+    ref = keyframe.encode_predicted(chain, more, qp=35)
+    assert ref is not None and psnr(keyframe.decode(ref, 256, [root.data, data]), more) > 28
+    # a chain that is not what its pictures re-encode to: no prediction, the caller sends intra
+    assert keyframe.encode_predicted([keyframe.Coded(moved, root.data)], moved, qp=30) is None
+    assert keyframe.encode_predicted([root, keyframe.Coded(moved, data, 33)], more, qp=35) is None
+
+
+def test_a_predicted_keyframe_decodes_only_after_the_intra_keyframe_it_names() -> None:
+    dec, renderer, msgs = _session()
+    for m in msgs:
+        dec.receive(m)
+    dec.render()
+    img = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)
+    root = keyframe.Coded(img, keyframe.encode(img))
+    p = keyframe.encode_predicted([root], np.roll(img, 2, axis=0), qp=30)
+    assert p is not None
+    # its base is keyframe 0, which this receiver holds: decoded, acknowledged, shown
+    good = wire.split_keyframe(1, wire.pack_keyframe(wire.Keyframe(p, b"aux1", base=0)))
+    acks = [wire.decode(r.data) for c in good for r in dec.receive(wire.encode(c))]
+    assert acks == [wire.ControlMessage(wire.Control.KEYFRAME_ACK, 1)] and dec.stats.bad_packets == 0
+    dec.render()
+    assert renderer.keyframes == [b"aux", b"aux1"]
+    # one naming a keyframe this receiver never had: refused, and it asks for a keyframe at once
+    bad = wire.split_keyframe(2, wire.pack_keyframe(wire.Keyframe(p, b"aux2", base=7)))
+    replies = [wire.decode(r.data) for c in bad for r in dec.receive(wire.encode(c))]
+    assert replies == [wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, 1)]
+    assert dec.stats.last_error == "keyframe predicted from keyframe 7, which is not here"
+
+
+def test_a_keyframe_request_is_answered_with_an_intra_keyframe() -> None:
+    frames = read_frames("EAMM/happy.mp4", 40)
+    enc = FaceEncoder("mesh", SIZE, 25.0)
+    try:
+        kfs = []
+        for i, f in enumerate(frames):
+            if i == 15:  # the sender's own refresh (codec.refresh)
+                enc.request_keyframe()
+            if i == 30:
+                enc.receive(wire.encode(wire.ControlMessage(wire.Control.KEYFRAME_REQUEST, 1)))
+            for pkt in enc.encode(f, i * 40):
+                m = wire.decode(pkt.data, enc.coder)
+                if isinstance(m, wire.KeyframeChunk):
+                    kfs.append(wire.unpack_keyframe(m.data))
+        # the first is intra; the sender's own refresh may be predicted from it; an answer to the
+        # receiver's request (it may have lost anything) is intra
+        assert [k.base for k in kfs] == [None, 0, None]
+        assert keyframe.is_intra(kfs[0].h264) and keyframe.is_intra(kfs[2].h264)
+    finally:
+        enc.close()
+
+
 def test_keyframe_landmarks_round_trip_and_reject_bombs() -> None:
     import zlib
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import read_frames
 from test_mesh import SIZE, synthetic_landmarks, textured_image
 
-from codec import driver, wire
+from codec import driver, keyframe, wire
 from codec.bank import BankPolicy, ReferenceBank
 from codec.decoder import FaceDecoder
 from codec.encoder import FaceEncoder
@@ -416,6 +416,20 @@ def test_references_are_sent_acknowledged_and_drawn(real_call: Call) -> None:
     ]
     assert sorted(acks) == sorted((m.kf_id, m.slot) for _, m in refs)
     assert enc.bank is not None and set(enc.bank.slots) == {m.slot for _, m in refs}
+
+
+def test_references_are_predicted_from_their_keyframe(real_call: Call) -> None:
+    chains: dict[int, list[bytes]] = {}  # kf_id -> the pictures it decodes from, itself last
+    for _, m in sent(real_call, wire.KeyframeChunk):
+        assert m.count == 1
+        kf = wire.unpack_keyframe(m.data)
+        chains[m.kf_id] = [kf.h264] if kf.base is None else [chains[kf.base][0], kf.h264]
+    refs = [m for _, m in sent(real_call, wire.Reference)]
+    assert refs
+    for m in refs:
+        h264 = wire.unpack_keyframe(m.data).h264
+        assert not keyframe.is_intra(h264)
+        assert keyframe.decode(h264, SIZE, chains[m.kf_id]).shape == (SIZE, SIZE, 3)
 
 
 def test_sender_draws_exactly_what_the_receiver_draws(real_call: Call) -> None:

@@ -44,8 +44,8 @@ MESSAGES: dict[str, wire.Message] = {
 
 def _golden(name: str) -> bytes:
     """This version's bytes of MESSAGES[name]; PARAMS carry no version (their tag is 0x40-0x7F), so
-    their v2 bytes are v3's."""
-    return (GOLDEN / f"{name}_{'v2' if name.startswith('params') else 'v3'}.bin").read_bytes()
+    their v2 bytes are v4's."""
+    return (GOLDEN / f"{name}_{'v2' if name.startswith('params') else 'v4'}.bin").read_bytes()
 
 
 def _same(a: wire.Message, b: wire.Message) -> bool:
@@ -84,6 +84,7 @@ def test_params_without_coder_keep_their_body() -> None:
     [
         (1, ("header", "params", "keyframe_chunk", "control_keyframe_request")),
         (2, ("header", "keyframe_chunk", "control_keyframe_request", "reference")),
+        (3, ("header", "keyframe_chunk", "control_keyframe_request", "reference")),
     ],
 )
 def test_past_version_peer_gets_one_line_refusal(version: int, names: tuple[str, ...]) -> None:
@@ -91,7 +92,7 @@ def test_past_version_peer_gets_one_line_refusal(version: int, names: tuple[str,
         with pytest.raises(wire.WireVersionError) as err:
             wire.decode((GOLDEN / f"{name}_v{version}.bin").read_bytes())
         assert str(err.value) == (
-            f"the peer speaks fvcall wire format v{version}, this build speaks v3: run the same fvcall on both ends"
+            f"the peer speaks fvcall wire format v{version}, this build speaks v4: run the same fvcall on both ends"
         )
         assert err.value.version == version
 
@@ -122,8 +123,8 @@ def test_newer_keyframe_replaces_half_received_one() -> None:
         (b"\xc1\x00garbage", "malformed packet: not msgpack (FormatError)"),
         (_golden("header")[:-3], "malformed packet: not msgpack (ValueError)"),
         (b"\x00" * (wire.MAX_MESSAGE_BYTES + 1), f"packet too large: {wire.MAX_MESSAGE_BYTES + 1} bytes (limit 16448)"),
-        (msgpack.packb([(4 << 4) | 4, 0, 0]), "unsupported packet version 4 (this build speaks 3)"),
-        (msgpack.packb([(3 << 4) | 9]), "malformed packet: unknown kind 9"),
+        (msgpack.packb([(5 << 4) | 4, 0, 0]), "unsupported packet version 5 (this build speaks 4)"),
+        (msgpack.packb([(4 << 4) | 9]), "malformed packet: unknown kind 9"),
         (msgpack.packb({"a": 1}), "malformed packet: no type tag"),
         (b"\x40", "malformed packet: params truncated"),
         (b"\x41\x00\x00\x00", "malformed packet: params references"),
@@ -235,3 +236,16 @@ def test_reference_slots_beyond_the_wire_range_are_not_sent() -> None:
 def test_reference_ack_argument_round_trip() -> None:
     assert wire.parse_ack(wire.ack_arg(300, 7)) == (300 % 256, 7)
     assert wire.parse_ack(wire.ack_arg(255, 15)) == (255, 15)
+
+
+def test_keyframe_message_names_its_base_only_when_predicted() -> None:
+    intra = wire.Keyframe(b"\x00\x00\x01\x67", b"rig")
+    assert msgpack.unpackb(wire.pack_keyframe(intra)) == {"h264": intra.h264, "aux": b"rig"}  # as v3 sent it
+    predicted = wire.Keyframe(b"\x00\x00\x01\x41", b"rig", base=300)
+    assert wire.unpack_keyframe(wire.pack_keyframe(predicted)) == wire.Keyframe(
+        predicted.h264, b"rig", 300 % wire.KF_MODULO
+    )
+    for base in (-1, wire.KF_MODULO, "0", True):
+        bad = msgpack.packb({"h264": b"x", "aux": b"", "base": base})
+        with pytest.raises(wire.WireError, match=r"^malformed keyframe: base is not a keyframe id$"):
+            wire.unpack_keyframe(bad)

@@ -38,7 +38,7 @@ REGION_POINTS: tuple[tuple[np.ndarray, ...], ...] = (
 GROW = (0.12, 0.22)  # per region: hull grown by this share of the face's eye-corner distance
 FEATHER = 0.05  # blend edge width, same unit: the reference fades into the keyframe warp
 SENT_MARGIN = 0.05  # the sent picture keeps this much more around each region (H.264 ringing at its edge)
-FILL_GREY = 128  # what the sent picture shows outside its regions (flat: nearly free for H.264)
+FILL_GREY = 128  # what an intra reference shows outside its regions (flat: nearly free for H.264)
 EYE_CORNERS = (33, 263)
 # Per region, the landmark pairs across its opening (eyelids; inner lips), and how much wider, in face
 # units, a frame's opening may be than a source's: a source opened less than the frame would stretch
@@ -119,10 +119,11 @@ def regions_mask(lm: np.ndarray, covered: int, size: int, extra: float = 0.0) ->
     return out
 
 
-def sent_picture(image: np.ndarray, lm: np.ndarray, covered: int) -> np.ndarray:
-    """The picture a reference sends: `image` inside its regions (with a margin), flat grey elsewhere."""
+def sent_picture(image: np.ndarray, lm: np.ndarray, covered: int, background: np.ndarray | None = None) -> np.ndarray:
+    """The picture a reference sends: `image` inside its regions (with a margin), `background`
+    elsewhere (flat grey where None)."""
     keep = regions_mask(lm, covered, image.shape[0], SENT_MARGIN) > 0
-    out = np.full_like(image, FILL_GREY)
+    out = np.full_like(image, FILL_GREY) if background is None else np.array(background, image.dtype)
     out[keep] = image[keep]
     return out
 

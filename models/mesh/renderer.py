@@ -270,8 +270,10 @@ class MeshRenderer:
         """Slot -> regions bit mask of the references held for the current keyframe."""
         return {slot: ref.covered for slot, ref in self._bank.items()}
 
-    def reference_picture(self, crop: np.ndarray, aux: bytes, regions: int) -> np.ndarray:
-        return reference.sent_picture(crop, wire_landmarks.decode(aux, self.size), regions)
+    def reference_picture(
+        self, crop: np.ndarray, aux: bytes, regions: int, background: np.ndarray | None = None
+    ) -> np.ndarray:
+        return reference.sent_picture(crop, wire_landmarks.decode(aux, self.size), regions, background)
 
     def region_errors(self, params: FrameParams, crop: np.ndarray, regions: int = -1) -> list[dict[int, float]]:
         """Per region in the bit mask `regions`, the mean squared luma error against `crop` of that
