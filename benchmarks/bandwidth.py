@@ -78,7 +78,7 @@ FULL_FV = dict(
     quant=(1.0, 2.0, 4.0),
     kf_crf=(34, 39, 45),
     every=(1, 2, 3),
-    combo=(fv.FvSetting(2.0, 26, 2), fv.FvSetting(4.0, 34, 3)),
+    combo=(fv.FvSetting(2.0, 39, 2), fv.FvSetting(4.0, 45, 3)),
     refs=(None, 6.0, 3.0, 2.0),
 )
 QUICK_FV = dict(quant=(1.0, 4.0), kf_crf=(), every=(1, 2), combo=())
